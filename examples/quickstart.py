@@ -1,0 +1,18 @@
+"""Quick start: one SatMAE checkpoint served at five widths (the same as `slimkern demo`).
+
+    python examples/quickstart.py [--weights fmow_pretrain.pth] [--batch 2]
+
+The core of it::
+
+    model = slimkern.load("satmae", weights=path)        # one stored copy of the weights
+    x = model.normalize(images)                          # [B, 3, 224, 224], RGB in [0, 1]
+    emb = model.run(x, width=0.1)                        # [B, 1024] at ~11 % of the FLOPs
+    print(model.validate(x, width=0.1))                  # error vs the float64 reference path
+"""
+
+import sys
+
+from slimkern.demo import main
+
+if __name__ == "__main__":
+    sys.exit(main())

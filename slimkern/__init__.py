@@ -1,0 +1,13 @@
+"""slimkern: slimmable inference for remote-sensing foundation models from one stored checkpoint."""
+
+from . import zoo  # noqa: F401  (registers the models)
+from .api import load
+from .backends import list_backends
+from .model import SlimModel, ValidationReport
+from .plan import PAPER_WIDTHS, SlimPlan
+from .registry import list_models
+
+__version__ = "0.1.0"
+
+__all__ = ["PAPER_WIDTHS", "SlimModel", "SlimPlan", "ValidationReport", "list_backends", "list_models", "load",
+           "__version__"]

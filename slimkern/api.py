@@ -1,0 +1,79 @@
+"""``slimkern.load``: build a registered model and fill it from a checkpoint (or random weights)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from collections.abc import Mapping
+
+import torch
+
+from .backends import select_backend
+from .checkpoints import check_state_dict, read_checkpoint, unwrap_state_dict
+from .model import SlimModel
+from .registry import get_cfg
+
+RANDOM_SEED = 0
+
+
+def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, device: str | torch.device = "cpu",
+         dtype: torch.dtype = torch.float32, backend: str = "auto", **arch_overrides) -> SlimModel:
+    """Build the registered model ``name`` with one stored copy of its weights.
+
+    Args:
+        name: a name from :func:`slimkern.list_models` (e.g. ``"satmae"``).
+        weights: path to the official checkpoint in its original container (``.pth``/``.pt``,
+            read with ``torch.load(weights_only=True)``), a ``.safetensors`` file, or a state dict.
+            ``None`` builds deterministic random weights (with a warning: such outputs carry no
+            pretrained meaning).
+        device, dtype: where and in which floating dtype the weights live and the model runs.
+        backend: ``"auto"`` (best available for the device) or ``"torch"``, ``"triton"``, ``"cuda"``.
+        **arch_overrides: fields of the family's architecture to replace (e.g. ``depth=2``), as
+            timm's ``create_model(**kwargs)``; mainly for tests and small experiments.
+
+    Raises:
+        ValueError: unknown model or backend, a checkpoint with missing, unexpected or mis-shaped
+            encoder keys (all listed), a file that is not a state dict.
+        TypeError: ``dtype`` not a floating dtype, unknown architecture fields.
+
+    >>> model = slimkern.load("satmae", weights="fmow_pretrain.pth")    # doctest: +SKIP
+    >>> model.run(x, width=0.1).shape                                    # doctest: +SKIP
+    torch.Size([2, 1024])
+    """
+    cfg = get_cfg(name)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float32, torch.bfloat16), got {dtype!r}")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but PyTorch sees no CUDA GPU; use device='cpu'")
+    if arch_overrides:
+        fields = {f.name for f in dataclasses.fields(cfg.arch)}
+        unknown = sorted(set(arch_overrides) - fields)
+        if unknown:
+            raise TypeError(f"{name}: unknown architecture fields {unknown}; valid fields: {sorted(fields)}")
+        cfg = dataclasses.replace(cfg, arch=dataclasses.replace(cfg.arch, **arch_overrides))
+    select_backend(backend, device, dtype)  # refuse an impossible backend before any work
+
+    model: SlimModel = cfg.model_cls(cfg)
+    if weights is None:
+        warnings.warn(f"slimkern.load({name!r}): no weights given, using deterministic random weights; "
+                      "outputs carry no pretrained meaning (pass weights=PATH to an official checkpoint)",
+                      stacklevel=2)
+        model.to_empty(device="cpu")
+        model.init_random(torch.Generator().manual_seed(RANDOM_SEED))
+    else:
+        source = "state dict" if isinstance(weights, Mapping) else f"checkpoint {os.fspath(weights)!r}"
+        obj = weights if isinstance(weights, Mapping) else read_checkpoint(weights)
+        state = unwrap_state_dict(obj, cfg.checkpoint, source)
+        check_state_dict(state, {k: p.shape for k, p in model.named_parameters()}, f"{source} for {name!r}")
+        model.load_state_dict(state, strict=True, assign=True)
+    model.to(device=device, dtype=dtype)
+    model.backend_name = backend
+    return model.eval()
+
+
+def build_meta(name: str) -> SlimModel:
+    """The architecture of ``name`` on the meta device, without weights: for plans and FLOP counts."""
+    cfg = get_cfg(name)
+    return cfg.model_cls(cfg)

@@ -1,0 +1,57 @@
+"""The ``torch`` backend: plain PyTorch ops on prefix views of the stored weights.
+
+Because the weights are stored in the width-prefix layout (:mod:`slimkern.layout`), every
+slimmed weight is a view: qkv and fc1 are row prefixes (contiguous), the out-projection and
+fc2 are column prefixes that BLAS reads with the full leading dimension (KERNELS.md section 1).
+No weight is copied at any width. Activations are re-laid out where attention needs it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..blocks import Block
+from ..plan import BlockPlan
+from . import Backend, register_backend
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    devices = ("cpu", "cuda")
+    dtypes = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+    tolerances = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 3e-2, torch.float16: 5e-3}
+
+    def forward_block(self, x: torch.Tensor, block: Block, plan: BlockPlan) -> torch.Tensor:
+        spec = block.spec
+        x = x + self._attention(F.layer_norm(x, (spec.dim,), block.norm1.weight, block.norm1.bias, spec.norm_eps),
+                                block, plan)
+        x = x + self._mlp(F.layer_norm(x, (spec.dim,), block.norm2.weight, block.norm2.bias, spec.norm_eps),
+                          block, plan)
+        return x
+
+    @staticmethod
+    def _attention(h: torch.Tensor, block: Block, plan: BlockPlan) -> torch.Tensor:
+        batch, tokens, _ = h.shape
+        heads, kept = plan.num_heads, plan.head_dim
+        rows = 3 * plan.attn_width
+        qkv_bias = block.attn.qkv.bias
+        qkv = F.linear(h, block.attn.qkv.weight[:rows], None if qkv_bias is None else qkv_bias[:rows])
+        # columns are (j, t, h): -> q, k, v each [B, H, N, d_k']
+        q, k, v = qkv.view(batch, tokens, kept, 3, heads).permute(3, 0, 4, 1, 2).unbind(0)
+        o = F.scaled_dot_product_attention(q, k, v, scale=plan.scale)
+        # the out-projection's stored columns are (j, h)
+        o = o.permute(0, 2, 3, 1).reshape(batch, tokens, plan.attn_width)
+        y = F.linear(o, block.attn.proj.weight[:, : plan.attn_width], block.attn.proj.bias)
+        return y * block.ls1.gamma if block.ls1 is not None else y
+
+    @staticmethod
+    def _mlp(h: torch.Tensor, block: Block, plan: BlockPlan) -> torch.Tensor:
+        units = plan.mlp_hidden
+        fc1, fc2 = block.mlp.fc1, block.mlp.fc2
+        h = F.gelu(F.linear(h, fc1.weight[:units], fc1.bias[:units]))
+        y = F.linear(h, fc2.weight[:, :units], fc2.bias)
+        return y * block.ls2.gamma if block.ls2 is not None else y
+
+
+register_backend(TorchBackend())

@@ -1,0 +1,135 @@
+"""Weights of a pre-norm ViT block, held once in the width-prefix layout (see :mod:`slimkern.layout`).
+
+A :class:`Block` only holds parameters, under timm's key names (``norm1``, ``attn.qkv``,
+``attn.proj``, ``ls1``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``, ``ls2``); backends compute with them.
+Loading a state dict permutes the attention weights into the prefix layout; ``state_dict()``
+permutes them back, so checkpoints go in and come out in the official layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import layout
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """Shape and options of one transformer block (full width)."""
+
+    dim: int
+    num_heads: int
+    head_dim: int
+    mlp_hidden: int
+    qkv_bias: bool = True
+    norm_eps: float = 1e-6
+    layer_scale: bool = False
+
+    def __post_init__(self) -> None:
+        for field in ("dim", "num_heads", "head_dim", "mlp_hidden"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"BlockSpec.{field} must be >= 1, got {getattr(self, field)}")
+
+
+class _Holder(nn.Module):
+    """A named container so that parameters get timm's key names (``attn.qkv.weight``)."""
+
+
+def _linear(out_features: int, in_features: int, bias: bool) -> nn.Module:
+    m = _Holder()
+    m.weight = nn.Parameter(torch.empty(out_features, in_features, device="meta"), requires_grad=False)
+    m.bias = nn.Parameter(torch.empty(out_features, device="meta"), requires_grad=False) if bias else None
+    return m
+
+
+def norm_params(dim: int) -> nn.Module:
+    m = _Holder()
+    m.weight = nn.Parameter(torch.empty(dim, device="meta"), requires_grad=False)
+    m.bias = nn.Parameter(torch.empty(dim, device="meta"), requires_grad=False)
+    return m
+
+
+def _layer_scale(dim: int) -> nn.Module:
+    m = _Holder()
+    m.gamma = nn.Parameter(torch.empty(dim, device="meta"), requires_grad=False)
+    return m
+
+
+class Block(nn.Module):
+    """Parameter holder of one pre-norm block: ``x += ls1*attn(norm1(x)); x += ls2*mlp(norm2(x))``.
+
+    Built on the meta device; the model materialises it by loading a state dict or by
+    :meth:`init_random`.
+    """
+
+    def __init__(self, spec: BlockSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        attn_dim = spec.num_heads * spec.head_dim
+        self.norm1 = norm_params(spec.dim)
+        self.attn = _Holder()
+        self.attn.qkv = _linear(3 * attn_dim, spec.dim, spec.qkv_bias)
+        self.attn.proj = _linear(spec.dim, attn_dim, True)
+        self.norm2 = norm_params(spec.dim)
+        self.mlp = _Holder()
+        self.mlp.fc1 = _linear(spec.mlp_hidden, spec.dim, True)
+        self.mlp.fc2 = _linear(spec.dim, spec.mlp_hidden, True)
+        if spec.layer_scale:
+            self.ls1 = _layer_scale(spec.dim)
+            self.ls2 = _layer_scale(spec.dim)
+        else:
+            self.ls1 = self.ls2 = None
+        self.register_load_state_dict_pre_hook(self._to_prefix_layout)
+        self.register_state_dict_post_hook(self._to_official_layout)
+
+    # -- layout conversion at the state-dict boundary -------------------------------------------
+    def _permutations(self):
+        h, dk = self.spec.num_heads, self.spec.head_dim
+        yield "attn.qkv.weight", lambda w: layout.qkv_to_prefix(w, h, dk), lambda w: layout.qkv_to_official(w, h, dk)
+        yield "attn.qkv.bias", lambda w: layout.qkv_to_prefix(w, h, dk), lambda w: layout.qkv_to_official(w, h, dk)
+        yield (
+            "attn.proj.weight",
+            lambda w: layout.heads_cols_to_prefix(w, h, dk),
+            lambda w: layout.heads_cols_to_official(w, h, dk),
+        )
+
+    @staticmethod
+    def _to_prefix_layout(module: Block, state_dict, prefix, *args) -> None:
+        for key, to_prefix, _ in module._permutations():
+            w = state_dict.get(prefix + key)
+            if w is not None and w.shape == module.get_parameter(key).shape:
+                state_dict[prefix + key] = to_prefix(w)
+
+    @staticmethod
+    def _to_official_layout(module: Block, state_dict, prefix, *args) -> None:
+        for key, _, to_official in module._permutations():
+            if prefix + key in state_dict:
+                state_dict[prefix + key] = to_official(state_dict[prefix + key])
+
+    def official(self, key: str) -> torch.Tensor:
+        """One parameter in the checkpoint's own layout (a copy for the permuted attention weights)."""
+        for name, _, to_official in self._permutations():
+            if name == key:
+                return to_official(self.get_parameter(key))
+        return self.get_parameter(key)
+
+    # -- deterministic random weights ------------------------------------------------------------
+    @torch.no_grad()
+    def init_random(self, generator: torch.Generator) -> None:
+        """Non-trivial random weights (LayerNorm and LayerScale away from 1/0, so tests can fail)."""
+
+        def normal(p: torch.Tensor, mean: float, std: float) -> None:
+            p.copy_(torch.randn(p.shape, generator=generator) * std + mean)
+
+        for name, p in self.named_parameters():
+            if name.endswith("gamma"):
+                normal(p, 0.5, 0.2)
+            elif name.startswith("norm"):
+                normal(p, 1.0 if name.endswith("weight") else 0.0, 0.1)
+            elif name.endswith("bias"):
+                normal(p, 0.0, 0.02)
+            else:
+                normal(p, 0.0, p.shape[1] ** -0.5)

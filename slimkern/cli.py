@@ -1,0 +1,119 @@
+"""The ``slimkern`` command: ``list``, ``info NAME``, ``flops NAME --widths ...``, ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import demo
+from .api import build_meta
+from .backends import list_backends
+from .plan import MODES, PAPER_WIDTHS
+from .registry import get_cfg, list_models
+
+INFO_WIDTHS = (1.0, 0.5, 0.25, 0.1, 0.01, 0.001)
+
+
+def parse_widths(text: str) -> tuple[float, ...]:
+    """``"paper"`` (the paper's 31 widths) or a comma-separated list such as ``1,0.5,0.1``."""
+    if text == "paper":
+        return PAPER_WIDTHS
+    try:
+        return tuple(float(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--widths takes 'paper' or numbers like 1,0.5,0.1; got {text!r}") from None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for name in list_models(args.pattern):
+        cfg = get_cfg(name)
+        alias = f" (alias of {cfg.name})" if name != cfg.name else ""
+        print(f"{name:<24} {cfg.description}{alias}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    model = build_meta(args.name)
+    cfg, spec = model.cfg, model.blocks[0].spec
+    lines = [
+        f"{cfg.name}: {cfg.description}",
+        f"  aliases        {', '.join(cfg.aliases) or '-'}",
+        f"  family         {cfg.family} ({type(model).__name__})",
+        f"  architecture   depth {len(model.blocks)}, dim {model.dim}, heads {spec.num_heads} x {spec.head_dim}, "
+        f"FFN {spec.mlp_hidden}, qkv bias {spec.qkv_bias}, LayerScale {spec.layer_scale}, LN eps {spec.norm_eps:g}",
+        f"  input          {cfg.arch.img_size} px, patch {cfg.arch.patch_size}, "
+        f"{model.num_tokens(cfg.arch.img_size, cfg.arch.img_size)} tokens",
+        f"  bands          {', '.join(cfg.bands)}",
+        f"  input scale    {cfg.input_scale}",
+        f"  normalisation  mean {list(cfg.mean)}",
+        f"                 std  {list(cfg.std)}",
+        f"  pooled output  {cfg.pooled}",
+        f"  checkpoint     {cfg.weights_url or '-'} (container keys {list(cfg.checkpoint.container_keys)}, "
+        f"dropped prefixes {list(cfg.checkpoint.drop_prefixes)})",
+        f"  paper          {cfg.paper or '-'}",
+        "  backends       " + ", ".join(f"{n}: {'available' if why is None else why}"
+                                         for n, why in list_backends().items()),
+        "",
+    ]
+    print("\n".join(lines))
+    print_flops_table(model, INFO_WIDTHS, ("attn+ffn",), None)
+    return 0
+
+
+def print_flops_table(model, widths, modes, image_size) -> None:
+    header = f"{'mode':<9} {'width':>7} {'d_k':>4} {'d_h':>5} {'GFLOPs':>9} {'relative':>9}"
+    print(header)
+    print("-" * len(header))
+    for mode in modes:
+        for width in widths:
+            block = model.plan(width, mode).blocks[0]
+            flops = model.flops(width, mode=mode, image_size=image_size)
+            rel = model.relative_flops(width, mode=mode, image_size=image_size)
+            print(f"{mode:<9} {width:>7g} {block.head_dim:>4} {block.mlp_hidden:>5} {flops / 1e9:>9.2f} {rel:>9.2%}")
+
+
+def cmd_flops(args: argparse.Namespace) -> int:
+    model = build_meta(args.name)
+    modes = MODES if args.mode == "all" else (args.mode,)
+    print(f"{model.cfg.name}: FLOPs per image (2 x multiply-add, matmuls), "
+          f"{args.image_size or model.cfg.arch.img_size} px")
+    print_flops_table(model, args.widths, modes, args.image_size)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slimkern", description="Slimmable inference for RS foundation models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list registered models")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'satmae*'")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="architecture, bands, normalisation, plan table and backends of a model")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("flops", help="d_k', d_h', GFLOPs and relative compute per width and mode")
+    p.add_argument("name")
+    p.add_argument("--widths", type=parse_widths, default=INFO_WIDTHS, help="'paper' or a list like 1,0.5,0.1")
+    p.add_argument("--mode", choices=(*MODES, "all"), default="all")
+    p.add_argument("--image-size", type=int, default=None, help="input size in px (default: the model's)")
+    p.set_defaults(func=cmd_flops)
+
+    p = sub.add_parser("demo", help="embed real EuroSAT images at five widths and print latency and errors")
+    demo.add_arguments(p)
+    p.set_defaults(func=demo.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, NotImplementedError, FileNotFoundError) as err:
+        print(f"slimkern {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

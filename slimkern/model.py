@@ -1,0 +1,236 @@
+"""``SlimModel``: one loaded encoder that runs at any width from its single stored copy of weights.
+
+A model family subclasses :class:`SlimModel` and supplies the stem (``embed``: patch embedding,
+position and class tokens, never slimmed), its FLOPs, random initialisation and pooling. The
+transformer blocks, the final norm, the public API and the input checks live here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backends import Backend, select_backend
+from .blocks import Block, BlockSpec, norm_params
+from .flops import block_flops
+from .plan import SlimPlan, make_plan
+from .registry import ModelCfg
+
+OUTPUTS = ("pooled", "tokens")
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Fast path vs float64 reference at one width (see :meth:`SlimModel.validate`)."""
+
+    width: float
+    mode: str
+    backend: str
+    dtype: torch.dtype
+    max_abs_error: float
+    rel_error: float  # ||fast - ref|| / ||ref|| over the whole output
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.rel_error <= self.tolerance
+
+    def __str__(self) -> str:
+        verdict = "ok" if self.ok else "FAILED"
+        return (f"width={self.width:g} mode={self.mode} backend={self.backend} dtype={self.dtype}: "
+                f"max abs err {self.max_abs_error:.3g}, rel err {self.rel_error:.3g} "
+                f"(tolerance {self.tolerance:g}) {verdict}")
+
+
+class SlimModel(nn.Module):
+    """A slimmable encoder. Build it with :func:`slimkern.load`.
+
+    >>> model = slimkern.load("satmae")                       # doctest: +SKIP
+    >>> emb = model.run(model.normalize(images), width=0.1)   # [B, 1024], ~11 % of the FLOPs
+    """
+
+    #: Tokens before the patch tokens (class token, registers).
+    num_prefix_tokens: int = 1
+    #: Names of model-specific keyword inputs of :meth:`run` (wavelengths, GSD, time, ...).
+    extra_inputs: tuple[str, ...] = ()
+
+    def __init__(self, cfg: ModelCfg, block_specs: list[BlockSpec], dim: int, norm_eps: float) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.dim = dim
+        self.norm_eps = norm_eps
+        self.blocks = nn.ModuleList(Block(spec) for spec in block_specs)
+        self.norm = norm_params(dim)
+        self._block_dims = tuple((s.num_heads, s.head_dim, s.mlp_hidden) for s in block_specs)
+        self.backend_name = "auto"
+
+    # -- what a family provides -------------------------------------------------------------------
+    def embed(self, x: torch.Tensor, **inputs) -> torch.Tensor:
+        """Stem: images ``[B, C, H, W]`` -> tokens ``[B, N, d]``, computed in ``x.dtype``."""
+        raise NotImplementedError
+
+    def num_tokens(self, height: int, width: int) -> int:
+        """Sequence length ``N`` for an image of ``height x width`` pixels."""
+        raise NotImplementedError
+
+    def stem_flops(self, height: int, width: int) -> int:
+        """FLOPs of the (unslimmed) stem for one image."""
+        raise NotImplementedError
+
+    def check_image_size(self, height: int, width: int) -> None:
+        """Raise ``ValueError`` if the stem cannot take an image of this size."""
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The model's own pooled embedding from final-normed tokens (default: the class token)."""
+        return tokens[:, 0]
+
+    def init_stem_random(self, generator: torch.Generator) -> None:
+        raise NotImplementedError
+
+    # -- construction helpers ------------------------------------------------------------------
+    @torch.no_grad()
+    def init_random(self, generator: torch.Generator) -> None:
+        """Deterministic random weights for every parameter (a model without a checkpoint)."""
+        for block in self.blocks:
+            block.init_random(generator)
+        self.norm.weight.copy_(1 + 0.1 * torch.randn(self.dim, generator=generator))
+        self.norm.bias.copy_(0.1 * torch.randn(self.dim, generator=generator))
+        self.init_stem_random(generator)
+
+    @property
+    def device(self) -> torch.device:
+        return self.norm.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.norm.weight.dtype
+
+    @property
+    def backend(self) -> Backend:
+        """The backend that runs the blocks for the model's current device and dtype."""
+        return select_backend(self.backend_name, self.device, self.dtype)
+
+    # -- the public API --------------------------------------------------------------------------
+    def plan(self, width: float = 1.0, mode: str = "attn+ffn") -> SlimPlan:
+        """Per-block ``d_k'`` and ``d_h'`` at ``width`` (paper rule ``max(1, int(width * d))``)."""
+        return make_plan(width, mode, self._block_dims)
+
+    def run(self, x: torch.Tensor, width: float = 1.0, *, mode: str = "attn+ffn", output: str = "pooled",
+            **inputs) -> torch.Tensor:
+        """Embed normalised images ``x`` ``[B, C, H, W]`` with every block slimmed to ``width``.
+
+        Args:
+            x: normalised input (see :meth:`normalize`), on the model's device, in its dtype.
+            width: slimming factor ``s`` in (0, 1]; 1.0 is the unslimmed model.
+            mode: ``"attn+ffn"`` (both), ``"attn"`` (attention only) or ``"ffn"`` (FFN only).
+            output: ``"pooled"`` -> ``[B, d]`` (the model's classification embedding) or
+                ``"tokens"`` -> ``[B, N, d]`` (final-normed sequence, prefix tokens included).
+            **inputs: model-specific inputs (none for plain ViTs).
+        """
+        plan = self.plan(width, mode)
+        self._check_call(x, output, inputs)
+        backend = self.backend
+        with torch.no_grad():
+            tokens = backend.forward_blocks(self.embed(x, **inputs), list(self.blocks), plan)
+            tokens = F.layer_norm(tokens, (self.dim,), self.norm.weight, self.norm.bias, self.norm_eps)
+            return self.pool(tokens) if output == "pooled" else tokens
+
+    forward = run
+
+    def reference(self, x: torch.Tensor, width: float = 1.0, *, mode: str = "attn+ffn", output: str = "pooled",
+                  dtype: torch.dtype = torch.float64, **inputs) -> torch.Tensor:
+        """The plain PyTorch reference path (materialised slices, explicit attention), in ``dtype``."""
+        from .reference import reference_forward
+
+        plan = self.plan(width, mode)
+        self._check_call(x, output, inputs)
+        with torch.no_grad():
+            return reference_forward(self, x.to(dtype), plan, output, **inputs)
+
+    def validate(self, x: torch.Tensor, width: float = 1.0, *, mode: str = "attn+ffn", output: str = "pooled",
+                 **inputs) -> ValidationReport:
+        """Run the fast path and the float64 reference on ``x`` and report their difference."""
+        fast = self.run(x, width, mode=mode, output=output, **inputs).double()
+        ref = self.reference(x, width, mode=mode, output=output, **inputs)
+        diff = fast - ref
+        backend = self.backend
+        return ValidationReport(
+            width=float(width), mode=mode, backend=backend.name, dtype=self.dtype,
+            max_abs_error=diff.abs().max().item(),
+            rel_error=(diff.norm() / ref.norm()).item(),
+            tolerance=backend.tolerances[self.dtype],
+        )
+
+    def flops(self, width: float = 1.0, *, mode: str = "attn+ffn", image_size: int | tuple[int, int] | None = None
+              ) -> int:
+        """FLOPs (2 x multiply-add, matmuls) of one image at ``width``, stem included."""
+        height, wide = self._image_size(image_size)
+        tokens = self.num_tokens(height, wide)
+        blocks = sum(block_flops(tokens, self.dim, bp) for bp in self.plan(width, mode).blocks)
+        return self.stem_flops(height, wide) + blocks
+
+    def relative_flops(self, width: float, *, mode: str = "attn+ffn",
+                       image_size: int | tuple[int, int] | None = None) -> float:
+        """``flops(width) / flops(1.0)``: the paper's relative compute."""
+        return self.flops(width, mode=mode, image_size=image_size) / self.flops(1.0, mode=mode, image_size=image_size)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) / std`` per band, with the model's documented statistics.
+
+        ``x`` must already be scaled as ``cfg.input_scale`` says (e.g. 8-bit RGB divided by 255).
+        """
+        self._check_tensor(x, check_dtype=False)
+        if not x.is_floating_point():
+            raise TypeError(f"normalize expects a floating-point tensor scaled as {self.cfg.input_scale!r}, "
+                            f"got {x.dtype}")
+        mean = torch.tensor(self.cfg.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.cfg.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    # -- input checks ----------------------------------------------------------------------------
+    def _image_size(self, image_size: int | tuple[int, int] | None) -> tuple[int, int]:
+        if image_size is None:
+            image_size = self.cfg.arch.img_size
+        height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        self.check_image_size(height, width)
+        return height, width
+
+    def _check_tensor(self, x: torch.Tensor, check_dtype: bool = True) -> None:
+        name = self.cfg.name
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name}: x must be a torch.Tensor [B, C, H, W], got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"{name}: x must be [B, C, H, W], got shape {tuple(x.shape)}")
+        bands = self.cfg.bands
+        if x.shape[1] != len(bands):
+            raise ValueError(f"{name}: x has {x.shape[1]} bands (shape {tuple(x.shape)}), expected {len(bands)} "
+                             f"in this order: {', '.join(bands)}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{name}: x is an empty batch (shape {tuple(x.shape)})")
+        if check_dtype and x.dtype != self.dtype:
+            raise TypeError(f"{name}: x is {x.dtype} but the model runs in {self.dtype}; "
+                            f"convert with x.to({self.dtype}) (or load the model with dtype={x.dtype})")
+        if x.device != self.device:
+            raise ValueError(f"{name}: x is on {x.device} but the model is on {self.device}; use x.to('{self.device}')")
+
+    def _check_call(self, x: torch.Tensor, output: str, inputs: dict) -> None:
+        if output not in OUTPUTS:
+            raise ValueError(f"unknown output {output!r}; expected one of {', '.join(map(repr, OUTPUTS))}")
+        unknown = sorted(set(inputs) - set(self.extra_inputs))
+        if unknown:
+            takes = f"takes {', '.join(self.extra_inputs)}" if self.extra_inputs else "takes no extra inputs"
+            raise TypeError(f"{self.cfg.name} {takes}; got unexpected {', '.join(unknown)}")
+        self._check_tensor(x)
+        self.check_image_size(x.shape[2], x.shape[3])
+        if not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(f"{self.cfg.name}: x contains {bad} NaN or Inf values; clean or mask the input first")
+
+    def extra_repr(self) -> str:
+        spec = self.blocks[0].spec
+        return (f"name={self.cfg.name}, depth={len(self.blocks)}, dim={self.dim}, heads={spec.num_heads}, "
+                f"head_dim={spec.head_dim}, mlp_hidden={spec.mlp_hidden}, backend={self.backend_name}")
+

@@ -1,0 +1,89 @@
+"""The model registry: a frozen config record per model name, looked up by name or alias."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CheckpointFormat:
+    """How a model's official checkpoint file is packed (named per model, never guessed from keys).
+
+    Attributes:
+        container_keys: keys under which the state dict sits in the official file (tried in order;
+            a plain state dict is accepted as well).
+        strip_prefixes: key prefixes removed before matching (``module.`` from DDP, ...).
+        drop_prefixes: keys starting with these are not part of the encoder (decoder, mask token,
+            classification head) and are dropped.
+    """
+
+    container_keys: tuple[str, ...] = ()
+    strip_prefixes: tuple[str, ...] = ("module.",)
+    drop_prefixes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    """Everything slimkern knows about one registered model.
+
+    ``arch`` is the family's architecture dataclass; ``model_cls`` builds the model from the cfg.
+    Band statistics apply to inputs already scaled as ``input_scale`` says.
+    """
+
+    name: str
+    family: str
+    model_cls: type
+    arch: Any
+    description: str
+    bands: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_scale: str
+    pooled: str
+    checkpoint: CheckpointFormat
+    weights_url: str = ""
+    license: str = ""
+    paper: str = ""
+    aliases: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not (len(self.bands) == len(self.mean) == len(self.std)):
+            raise ValueError(f"{self.name}: bands, mean and std must have one entry per band")
+
+
+_MODELS: dict[str, ModelCfg] = {}
+
+
+def register_model(cfg: ModelCfg) -> ModelCfg:
+    """Register ``cfg`` under its name and aliases; a name may be registered only once."""
+    for name in (cfg.name, *cfg.aliases):
+        if name in _MODELS:
+            raise ValueError(f"model name {name!r} is already registered")
+        _MODELS[name] = cfg
+    return cfg
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names and aliases matching a shell-style ``pattern``, sorted.
+
+    >>> "satmae" in list_models("satmae*")
+    True
+    """
+    return sorted(name for name in _MODELS if fnmatch.fnmatch(name, pattern))
+
+
+def get_cfg(name: str) -> ModelCfg:
+    """The config of ``name``; unknown names raise with the closest registered names."""
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a string, got {type(name).__name__}")
+    try:
+        return _MODELS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _MODELS, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(
+            f"unknown model {name!r}.{hint} Registered models: {', '.join(list_models())}"
+        ) from None

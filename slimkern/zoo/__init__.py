@@ -1,0 +1,3 @@
+"""Model families; importing a family module registers its models."""
+
+from . import satmae  # noqa: F401

@@ -1,0 +1,46 @@
+"""Test utilities: tiny models of the real families, error measures, storage accounting."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+import slimkern
+
+# A SatMAE-architecture ViT small enough for CPU tests but with the real token count (197) and
+# head dim (64), so widths give d_k' = 1, 6, 21, 32, 64.
+TINY = {"depth": 2, "dim": 128, "num_heads": 2}
+
+
+def tiny_model(name: str = "satmae", **overrides) -> slimkern.SlimModel:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return slimkern.load(name, **{**TINY, **overrides})
+
+
+def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """``||out - ref|| / ||ref||`` in float64; NaN anywhere gives NaN (which fails any ``<`` check)."""
+    out, ref = out.double(), ref.double()
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+def tensor_storage_bytes(module: nn.Module) -> int:
+    """Bytes of every distinct tensor storage reachable from ``module`` (params, buffers, attributes, caches)."""
+    seen: dict[int, int] = {}
+
+    def visit(obj) -> None:
+        if isinstance(obj, torch.Tensor):
+            storage = obj.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+        elif isinstance(obj, dict):
+            for value in obj.values():
+                visit(value)
+        elif isinstance(obj, (list, tuple, set)):
+            for value in obj:
+                visit(value)
+
+    for sub in module.modules():
+        visit(vars(sub))
+    return sum(seen.values())

@@ -1,0 +1,44 @@
+import pytest
+
+from slimkern.cli import main
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "satmae_vitl_rgb" in out and "alias of satmae_vitl_rgb" in out
+
+
+def test_info(capsys):
+    assert main(["info", "satmae"]) == 0
+    out = capsys.readouterr().out
+    for text in ("depth 24, dim 1024, heads 16 x 64", "R, G, B", "0.4182007312774658", "torch: available",
+                 "attn+ffn      0.1    6   409"):
+        assert text in out, text
+
+
+def test_flops_paper_grid(capsys):
+    assert main(["flops", "satmae", "--widths", "paper", "--mode", "attn+ffn"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("attn+ffn")]
+    assert len(rows) == 31
+    assert rows[-1].split()[1:4] == ["1", "64", "4096"] and rows[-1].endswith("100.00%")
+
+
+def test_flops_all_modes(capsys):
+    assert main(["flops", "satmae", "--widths", "1,0.1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\nattn ") == 2 and out.count("\nffn ") == 2
+
+
+def test_errors_are_reported_not_raised(capsys):
+    assert main(["info", "satmea"]) == 2
+    assert "Did you mean 'satmae'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["flops", "satmae", "--widths", "half"])
+
+
+@pytest.mark.slow
+def test_demo_runs_on_the_shipped_sample(capsys):
+    assert main(["demo", "--batch", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "EuroSAT" in out and out.count("x ") >= 5
