@@ -65,7 +65,7 @@ def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, devic
     else:
         source = "state dict" if isinstance(weights, Mapping) else f"checkpoint {os.fspath(weights)!r}"
         obj = weights if isinstance(weights, Mapping) else read_checkpoint(weights)
-        state = unwrap_state_dict(obj, cfg.checkpoint, source)
+        state = model.convert_checkpoint(unwrap_state_dict(obj, cfg.checkpoint, source))
         check_state_dict(state, {k: p.shape for k, p in model.named_parameters()}, f"{source} for {name!r}")
         model.load_state_dict(state, strict=True, assign=True)
     model.to(device=device, dtype=dtype)

@@ -25,13 +25,19 @@ class BlockSpec:
     head_dim: int
     mlp_hidden: int
     qkv_bias: bool = True
+    proj_bias: bool = True
+    mlp_bias: bool = True
     norm_eps: float = 1e-6
     layer_scale: bool = False
+    #: "gelu": ``fc2(gelu(fc1(x)))``; "swiglu": ``fc2(silu(fc1(x)) * fc3(x))`` (4M / TerraMind naming).
+    ffn: str = "gelu"
 
     def __post_init__(self) -> None:
         for field in ("dim", "num_heads", "head_dim", "mlp_hidden"):
             if getattr(self, field) < 1:
                 raise ValueError(f"BlockSpec.{field} must be >= 1, got {getattr(self, field)}")
+        if self.ffn not in ("gelu", "swiglu"):
+            raise ValueError(f"BlockSpec.ffn must be 'gelu' or 'swiglu', got {self.ffn!r}")
 
 
 class _Holder(nn.Module):
@@ -72,11 +78,13 @@ class Block(nn.Module):
         self.norm1 = norm_params(spec.dim)
         self.attn = _Holder()
         self.attn.qkv = _linear(3 * attn_dim, spec.dim, spec.qkv_bias)
-        self.attn.proj = _linear(spec.dim, attn_dim, True)
+        self.attn.proj = _linear(spec.dim, attn_dim, spec.proj_bias)
         self.norm2 = norm_params(spec.dim)
         self.mlp = _Holder()
-        self.mlp.fc1 = _linear(spec.mlp_hidden, spec.dim, True)
-        self.mlp.fc2 = _linear(spec.dim, spec.mlp_hidden, True)
+        self.mlp.fc1 = _linear(spec.mlp_hidden, spec.dim, spec.mlp_bias)
+        self.mlp.fc2 = _linear(spec.dim, spec.mlp_hidden, spec.mlp_bias)
+        # the gated FFN's value projection: its rows slim like fc1's (first d_h' units), no re-layout
+        self.mlp.fc3 = _linear(spec.mlp_hidden, spec.dim, spec.mlp_bias) if spec.ffn == "swiglu" else None
         if spec.layer_scale:
             self.ls1 = _layer_scale(spec.dim)
             self.ls2 = _layer_scale(spec.dim)
@@ -96,11 +104,18 @@ class Block(nn.Module):
             lambda w: layout.heads_cols_to_official(w, h, dk),
         )
 
+    def _param(self, key: str) -> torch.Tensor | None:
+        """The parameter at a dotted ``key``, or None where the layer has none (a bias-free layer)."""
+        obj = self
+        for part in key.split("."):
+            obj = getattr(obj, part, None)
+        return obj
+
     @staticmethod
     def _to_prefix_layout(module: Block, state_dict, prefix, *args) -> None:
         for key, to_prefix, _ in module._permutations():
-            w = state_dict.get(prefix + key)
-            if w is not None and w.shape == module.get_parameter(key).shape:
+            w, param = state_dict.get(prefix + key), module._param(key)
+            if w is not None and param is not None and w.shape == param.shape:
                 state_dict[prefix + key] = to_prefix(w)
 
     @staticmethod
@@ -109,12 +124,13 @@ class Block(nn.Module):
             if prefix + key in state_dict:
                 state_dict[prefix + key] = to_official(state_dict[prefix + key])
 
-    def official(self, key: str) -> torch.Tensor:
+    def official(self, key: str) -> torch.Tensor | None:
         """One parameter in the checkpoint's own layout (a copy for the permuted attention weights)."""
+        param = self._param(key)
         for name, _, to_official in self._permutations():
-            if name == key:
-                return to_official(self.get_parameter(key))
-        return self.get_parameter(key)
+            if name == key and param is not None:
+                return to_official(param)
+        return param
 
     # -- deterministic random weights ------------------------------------------------------------
     @torch.no_grad()

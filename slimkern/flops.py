@@ -13,11 +13,11 @@ from __future__ import annotations
 from .plan import BlockPlan
 
 
-def block_flops(tokens: int, dim: int, plan: BlockPlan) -> int:
-    """FLOPs of one self-attention + FFN block at the widths of ``plan``."""
+def block_flops(tokens: int, dim: int, plan: BlockPlan, gated: bool = False) -> int:
+    """FLOPs of one self-attention + FFN block at the widths of ``plan`` (a gated FFN has 3 matmuls)."""
     a = plan.attn_width
     attention = 2 * tokens * dim * 3 * a + 2 * 2 * tokens * tokens * a + 2 * tokens * a * dim
-    ffn = 2 * 2 * tokens * dim * plan.mlp_hidden
+    ffn = (3 if gated else 2) * 2 * tokens * dim * plan.mlp_hidden
     return attention + ffn
 
 

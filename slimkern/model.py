@@ -56,14 +56,20 @@ class SlimModel(nn.Module):
     num_prefix_tokens: int = 1
     #: Names of model-specific keyword inputs of :meth:`run` (wavelengths, GSD, time, ...).
     extra_inputs: tuple[str, ...] = ()
+    #: Accepted ranks of ``x``: 4 = ``[B, C, H, W]``; multi-temporal models add 5 = ``[B, C, T, H, W]``.
+    input_ranks: tuple[int, ...] = (4,)
+    #: True for models whose band set is an input (e.g. wavelength-conditioned stems): ``embed``
+    #: then checks the band count against the other inputs instead of ``cfg.bands``.
+    any_band_count: bool = False
 
-    def __init__(self, cfg: ModelCfg, block_specs: list[BlockSpec], dim: int, norm_eps: float) -> None:
+    def __init__(self, cfg: ModelCfg, block_specs: list[BlockSpec], dim: int, norm_eps: float,
+                 final_norm: bool = True) -> None:
         super().__init__()
         self.cfg = cfg
         self.dim = dim
         self.norm_eps = norm_eps
         self.blocks = nn.ModuleList(Block(spec) for spec in block_specs)
-        self.norm = norm_params(dim)
+        self.norm = norm_params(dim) if final_norm else None
         self._block_dims = tuple((s.num_heads, s.head_dim, s.mlp_hidden) for s in block_specs)
         self.backend_name = "auto"
 
@@ -90,23 +96,31 @@ class SlimModel(nn.Module):
     def init_stem_random(self, generator: torch.Generator) -> None:
         raise NotImplementedError
 
+    def convert_checkpoint(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Official encoder keys (container unwrapped, prefixes stripped) -> this model's keys.
+
+        Identity for timm-named checkpoints; families with other names or packings override it.
+        """
+        return state
+
     # -- construction helpers ------------------------------------------------------------------
     @torch.no_grad()
     def init_random(self, generator: torch.Generator) -> None:
         """Deterministic random weights for every parameter (a model without a checkpoint)."""
         for block in self.blocks:
             block.init_random(generator)
-        self.norm.weight.copy_(1 + 0.1 * torch.randn(self.dim, generator=generator))
-        self.norm.bias.copy_(0.1 * torch.randn(self.dim, generator=generator))
+        if self.norm is not None:
+            self.norm.weight.copy_(1 + 0.1 * torch.randn(self.dim, generator=generator))
+            self.norm.bias.copy_(0.1 * torch.randn(self.dim, generator=generator))
         self.init_stem_random(generator)
 
     @property
     def device(self) -> torch.device:
-        return self.norm.weight.device
+        return self.blocks[0].norm1.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.norm.weight.dtype
+        return self.blocks[0].norm1.weight.dtype
 
     @property
     def backend(self) -> Backend:
@@ -135,7 +149,8 @@ class SlimModel(nn.Module):
         backend = self.backend
         with torch.no_grad():
             tokens = backend.forward_blocks(self.embed(x, **inputs), list(self.blocks), plan)
-            tokens = F.layer_norm(tokens, (self.dim,), self.norm.weight, self.norm.bias, self.norm_eps)
+            if self.norm is not None:
+                tokens = F.layer_norm(tokens, (self.dim,), self.norm.weight, self.norm.bias, self.norm_eps)
             return self.pool(tokens) if output == "pooled" else tokens
 
     forward = run
@@ -169,7 +184,8 @@ class SlimModel(nn.Module):
         """FLOPs (2 x multiply-add, matmuls) of one image at ``width``, stem included."""
         height, wide = self._image_size(image_size)
         tokens = self.num_tokens(height, wide)
-        blocks = sum(block_flops(tokens, self.dim, bp) for bp in self.plan(width, mode).blocks)
+        blocks = sum(block_flops(tokens, self.dim, bp, gated=block.spec.ffn == "swiglu")
+                     for block, bp in zip(self.blocks, self.plan(width, mode).blocks, strict=True))
         return self.stem_flops(height, wide) + blocks
 
     def relative_flops(self, width: float, *, mode: str = "attn+ffn",
@@ -186,8 +202,9 @@ class SlimModel(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"normalize expects a floating-point tensor scaled as {self.cfg.input_scale!r}, "
                             f"got {x.dtype}")
-        mean = torch.tensor(self.cfg.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.cfg.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        shape = (1, -1) + (1,) * (x.dim() - 2)  # bands on dim 1, for [B, C, H, W] and [B, C, T, H, W]
+        mean = torch.tensor(self.cfg.mean, dtype=x.dtype, device=x.device).view(shape)
+        std = torch.tensor(self.cfg.std, dtype=x.dtype, device=x.device).view(shape)
         return (x - mean) / std
 
     # -- input checks ----------------------------------------------------------------------------
@@ -200,12 +217,13 @@ class SlimModel(nn.Module):
 
     def _check_tensor(self, x: torch.Tensor, check_dtype: bool = True) -> None:
         name = self.cfg.name
+        layouts = " or ".join({4: "[B, C, H, W]", 5: "[B, C, T, H, W]"}[r] for r in self.input_ranks)
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name}: x must be a torch.Tensor [B, C, H, W], got {type(x).__name__}")
-        if x.dim() != 4:
-            raise ValueError(f"{name}: x must be [B, C, H, W], got shape {tuple(x.shape)}")
+            raise TypeError(f"{name}: x must be a torch.Tensor {layouts}, got {type(x).__name__}")
+        if x.dim() not in self.input_ranks:
+            raise ValueError(f"{name}: x must be {layouts}, got shape {tuple(x.shape)}")
         bands = self.cfg.bands
-        if x.shape[1] != len(bands):
+        if not self.any_band_count and x.shape[1] != len(bands):
             raise ValueError(f"{name}: x has {x.shape[1]} bands (shape {tuple(x.shape)}), expected {len(bands)} "
                              f"in this order: {', '.join(bands)}")
         if x.shape[0] == 0:
@@ -224,7 +242,7 @@ class SlimModel(nn.Module):
             takes = f"takes {', '.join(self.extra_inputs)}" if self.extra_inputs else "takes no extra inputs"
             raise TypeError(f"{self.cfg.name} {takes}; got unexpected {', '.join(unknown)}")
         self._check_tensor(x)
-        self.check_image_size(x.shape[2], x.shape[3])
+        self.check_image_size(x.shape[-2], x.shape[-1])
         if not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).sum())
             raise ValueError(f"{self.cfg.name}: x contains {bad} NaN or Inf values; clean or mask the input first")

@@ -53,17 +53,29 @@ def attention(x: torch.Tensor, block: Block, plan: BlockPlan) -> torch.Tensor:
     probs = torch.softmax(scores, dim=-1)
     o = (probs @ v).transpose(1, 2).reshape(batch, tokens, heads * kept)  # columns (h, j) = I order
     w_out = block.official("attn.proj.weight").to(dtype)[:, idx]
-    return o @ w_out.T + block.attn.proj.bias.to(dtype)
+    return o @ w_out.T + _bias(block.attn.proj, x)
+
+
+def _bias(layer, x: torch.Tensor, units: int | None = None) -> torch.Tensor | float:
+    """A layer's bias (first ``units`` entries) in ``x.dtype``, or 0 for a bias-free layer."""
+    return 0.0 if layer.bias is None else layer.bias.to(x.dtype)[:units].clone()
+
+
+def silu(x: torch.Tensor) -> torch.Tensor:
+    return x / (1.0 + torch.exp(-x))
 
 
 def mlp(x: torch.Tensor, block: Block, plan: BlockPlan) -> torch.Tensor:
-    """Slimmed FFN: ``gelu(x W1[:d_h']^T + b1[:d_h']) W2[:, :d_h']^T + b2``."""
+    """Slimmed FFN: ``gelu(x W1[:d_h']^T + b1[:d_h']) W2[:, :d_h']^T + b2``; gated FFNs slim the gate
+    (fc1) and value (fc3) projections to the same first ``d_h'`` units."""
     units = plan.mlp_hidden
-    dtype = x.dtype
-    w1 = block.mlp.fc1.weight.to(dtype)[:units].clone()
-    b1 = block.mlp.fc1.bias.to(dtype)[:units].clone()
-    w2 = block.mlp.fc2.weight.to(dtype)[:, :units].clone()
-    return gelu(x @ w1.T + b1) @ w2.T + block.mlp.fc2.bias.to(dtype)
+    fc1, fc2, fc3 = block.mlp.fc1, block.mlp.fc2, block.mlp.fc3
+
+    def rows(layer) -> torch.Tensor:
+        return x @ layer.weight.to(x.dtype)[:units].clone().T + _bias(layer, x, units)
+
+    hidden = gelu(rows(fc1)) if fc3 is None else silu(rows(fc1)) * rows(fc3)
+    return hidden @ fc2.weight.to(x.dtype)[:, :units].clone().T + _bias(fc2, x)
 
 
 def block_forward(x: torch.Tensor, block: Block, plan: BlockPlan) -> torch.Tensor:
@@ -84,5 +96,6 @@ def reference_forward(model, x: torch.Tensor, plan: SlimPlan, output: str, **inp
     tokens = model.embed(x, **inputs)
     for block, block_plan in zip(model.blocks, plan.blocks, strict=True):
         tokens = block_forward(tokens, block, block_plan)
-    tokens = layer_norm(tokens, model.norm.weight.to(x.dtype), model.norm.bias.to(x.dtype), model.norm_eps)
+    if model.norm is not None:
+        tokens = layer_norm(tokens, model.norm.weight.to(x.dtype), model.norm.bias.to(x.dtype), model.norm_eps)
     return model.pool(tokens) if output == "pooled" else tokens

@@ -48,9 +48,13 @@ class TorchBackend(Backend):
     @staticmethod
     def _mlp(h: torch.Tensor, block: Block, plan: BlockPlan) -> torch.Tensor:
         units = plan.mlp_hidden
-        fc1, fc2 = block.mlp.fc1, block.mlp.fc2
-        h = F.gelu(F.linear(h, fc1.weight[:units], fc1.bias[:units]))
-        y = F.linear(h, fc2.weight[:, :units], fc2.bias)
+        fc1, fc2, fc3 = block.mlp.fc1, block.mlp.fc2, block.mlp.fc3
+
+        def rows(layer, x):  # the first d_h' units of fc1 / fc3: a contiguous row prefix
+            return F.linear(x, layer.weight[:units], None if layer.bias is None else layer.bias[:units])
+
+        hidden = F.gelu(rows(fc1, h)) if fc3 is None else F.silu(rows(fc1, h)) * rows(fc3, h)
+        y = F.linear(hidden, fc2.weight[:, :units], fc2.bias)
         return y * block.ls2.gamma if block.ls2 is not None else y
 
 
