@@ -1,0 +1,304 @@
+"""Width-sliced linear layer: a GEMM on a prefix view of a full-width weight, with fused epilogues.
+
+slimkern stores every weight once in the width-prefix layout, so a slimmed weight is ``W[:n_out, :k_in]`` of
+the full ``[N_full, K_full]`` tensor. The kernel reads that prefix in place through the full row stride; the
+weight is never copied. Epilogues fuse what follows each GEMM of a transformer block:
+
+- bias, then ``"gelu"`` (exact erf) or ``"swiglu"`` (gate/value rows interleaved: ``silu(y[:, 2u]) * y[:, 2u+1]``),
+- residual add with optional LayerScale: ``y = residual + gamma * y``,
+- qkv scatter: GEMM column ``c = j*3H + t*H + h`` of row ``m = b*N + n`` goes to ``out[t, b, h, n, j]``, the
+  ``[3, B, H, N, d']`` layout the attention kernel reads.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+
+_ACTIVATIONS = {None: 0, "gelu": 1, "swiglu": 2}
+_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_GROUP_M = 8
+
+
+@triton.jit
+def _dot(a, b, acc, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """acc + a @ b with fp32 accumulation; bf16/fp16 operands go to the tensor cores as they are."""
+    if UPCAST:
+        # The interpreter's tl.dot multiplies raw bf16 bits; fp32 operands make it exact.
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+
+
+@triton.jit
+def _sliced_linear_kernel(
+    x_ptr, w_ptr, bias_ptr, res_ptr, gamma_ptr, y_ptr,
+    M, N, K,
+    stride_xm, stride_wn, stride_rm, stride_ym,
+    seq_len, heads, stride_yt, stride_yb, stride_yh, stride_yn,
+    ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HAS_GAMMA: tl.constexpr,
+    QKV_OUT: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):  # fmt: skip
+    """One [BLOCK_M, BLOCK_N] tile of act(X[:, :K] @ W[:N, :K]^T + b), then residual/LayerScale, then store."""
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    # Grouped tile order: GROUP_M row tiles reuse each weight column tile while it is still in L2.
+    num_pid_in_group = GROUP_M * num_pid_n
+    first_pid_m = (pid // num_pid_in_group) * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + (pid % num_pid_in_group) % group_size_m
+    pid_n = (pid % num_pid_in_group) // group_size_m
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    # Out-of-range rows wrap onto valid ones, so loads need no M/N mask and only the kept prefix (rows < N,
+    # columns < K) of the full weight is ever read; the wrapped results are never stored.
+    x_ptrs = x_ptr + (offs_m % M).to(tl.int64)[:, None] * stride_xm + offs_k[None, :]
+    w_ptrs = w_ptr + (offs_n % N).to(tl.int64)[None, :] * stride_wn + offs_k[:, None]
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    # Whole BLOCK_K steps load without masks (vectorised, pipelined); one masked step finishes an unaligned K.
+    k_main = K - K % BLOCK_K
+    for _ in range(0, k_main, BLOCK_K):
+        acc = _dot(tl.load(x_ptrs), tl.load(w_ptrs), acc, UPCAST, DOT_PRECISION)
+        x_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K
+    if k_main < K:
+        k_mask = offs_k < K - k_main
+        a = tl.load(x_ptrs, mask=k_mask[None, :], other=0.0)
+        b = tl.load(w_ptrs, mask=k_mask[:, None], other=0.0)
+        acc = _dot(a, b, acc, UPCAST, DOT_PRECISION)
+
+    # Epilogue in fp32 on the accumulator.
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+    n_cols = N
+    if ACTIVATION == 1:
+        acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
+    if ACTIVATION == 2:
+        # Adjacent GEMM columns (2u, 2u+1) hold (gate, value) of output unit u.
+        gate, value = tl.split(tl.reshape(acc, (BLOCK_M, BLOCK_N // 2, 2)))
+        acc = gate * tl.sigmoid(gate) * value
+        offs_n = pid_n * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+        n_cols = N // 2
+    mask = (offs_m < M)[:, None] & (offs_n < n_cols)[None, :]
+    if HAS_RESIDUAL:
+        res = tl.load(res_ptr + offs_m.to(tl.int64)[:, None] * stride_rm + offs_n[None, :], mask=mask, other=0.0)
+        if HAS_GAMMA:
+            acc = acc * tl.load(gamma_ptr + offs_n, mask=offs_n < n_cols, other=0.0).to(tl.float32)[None, :]
+        acc += res.to(tl.float32)
+
+    if QKV_OUT:
+        j = offs_n // (3 * heads)
+        t = (offs_n // heads) % 3
+        h = offs_n % heads
+        row_off = (offs_m // seq_len).to(tl.int64) * stride_yb + (offs_m % seq_len).to(tl.int64) * stride_yn
+        col_off = t.to(tl.int64) * stride_yt + h.to(tl.int64) * stride_yh + j
+        y_ptrs = y_ptr + row_off[:, None] + col_off[None, :]
+    else:
+        y_ptrs = y_ptr + offs_m.to(tl.int64)[:, None] * stride_ym + offs_n[None, :]
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+class GemmConfig(NamedTuple):
+    block_m: int
+    block_n: int
+    block_k: int
+    num_warps: int
+    num_stages: int
+
+
+# GPU tile configurations per dtype, largest first; the heuristic takes the first one that fills every SM.
+# 128-row tiles use 8 warps (4 warps spill with this kernel on sm_90). fp32 halves BLOCK_K: 3xTF32 splits each
+# operand in two, doubling registers and shared memory per K step.
+_HALF_CONFIGS = (
+    GemmConfig(128, 128, 64, num_warps=8, num_stages=3),
+    GemmConfig(128, 64, 64, num_warps=8, num_stages=4),
+    GemmConfig(64, 64, 64, num_warps=4, num_stages=4),
+)
+CONFIGS = {
+    torch.bfloat16: _HALF_CONFIGS,
+    torch.float16: _HALF_CONFIGS,
+    torch.float32: (
+        GemmConfig(128, 128, 32, num_warps=8, num_stages=3),
+        GemmConfig(128, 64, 32, num_warps=8, num_stages=3),
+        GemmConfig(64, 64, 32, num_warps=4, num_stages=3),
+    ),
+}
+# Interpreter (CPU tensors): it runs programs one after another in numpy, so fewer, mid-sized tiles are fastest.
+INTERPRETER_CONFIG = GemmConfig(64, 32, 32, num_warps=4, num_stages=1)
+# Row strides of allocated outputs are padded to this many elements: Triton specialises pointer arithmetic on
+# strides divisible by 16, which the next kernel needs for vectorised, pipelined loads of this output.
+ROW_ALIGN = 16
+
+
+# The qkv scatter store cannot be vectorised (adjacent columns go to different heads): it holds one 64-bit address
+# per element, and 128-column tiles then spill registers. qkv launches take tiles of at most this many columns.
+QKV_MAX_BLOCK_N = 64
+
+
+def candidate_configs(dtype: torch.dtype, qkv_out: bool) -> tuple[GemmConfig, ...]:
+    """The GPU tile configurations the heuristic chooses from for this dtype and output mode, largest first."""
+    if dtype not in CONFIGS:
+        raise ValueError(f"sliced_linear: no tile configuration for dtype {dtype}")
+    return tuple(cfg for cfg in CONFIGS[dtype] if not (qkv_out and cfg.block_n > QKV_MAX_BLOCK_N))
+
+
+def _pick_config(m: int, n: int, k: int, dtype: torch.dtype, qkv_out: bool, device: torch.device) -> GemmConfig:
+    if m < 1 or n < 1 or k < 1:
+        raise ValueError(f"sliced_linear: GEMM sizes must be >= 1, got M={m}, N={n}, K={k}")
+    configs = candidate_configs(dtype, qkv_out)
+    if device.type == "cpu":
+        return INTERPRETER_CONFIG
+    if device.type != "cuda":
+        raise ValueError(f"sliced_linear: no tile configuration for device {device}")
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    for cfg in configs:
+        if triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n) >= sms:
+            return cfg
+    return configs[-1]
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """tl.dot input precision: fp32 operands use 3xTF32 (about fp32-accurate on tensor cores)."""
+    return "tf32x3" if dtype == torch.float32 else "tf32"
+
+
+def _check_tensor(name: str, t: torch.Tensor, dtype: torch.dtype, device: torch.device, dim: int) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"sliced_linear: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != dtype:
+        raise TypeError(f"sliced_linear: {name} has dtype {t.dtype}, expected {dtype} (the dtype of x)")
+    if t.device != device:
+        raise ValueError(f"sliced_linear: {name} is on {t.device}, x is on {device}")
+    if t.dim() != dim:
+        raise ValueError(f"sliced_linear: {name} must be {dim}-D, got shape {tuple(t.shape)}")
+    if t.stride(-1) != 1:
+        raise ValueError(f"sliced_linear: {name} needs last-dim stride 1, got strides {t.stride()}")
+
+
+def sliced_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    n_out: int,
+    k_in: int,
+    activation: str | None = None,
+    residual: torch.Tensor | None = None,
+    gamma: torch.Tensor | None = None,
+    qkv_heads: int | None = None,
+    seq_len: int | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``Y = epilogue(X[:, :k_in] @ W[:n_out, :k_in]^T + bias[:n_out])`` reading the weight prefix in place.
+
+    Args:
+        x: ``[M, >=k_in]``, fp32/bf16/fp16, any row stride, last-dim stride 1.
+        weight: the full stored weight ``[N_full, K_full]`` (last-dim stride 1), same dtype as ``x``.
+        bias: optional ``[>=n_out]``; ``bias[:n_out]`` is used.
+        n_out: GEMM output columns (rows of ``weight`` kept). k_in: reduction length (columns kept).
+        activation: ``None``, ``"gelu"`` (exact erf) or ``"swiglu"`` (``n_out`` even; output ``n_out // 2``
+            columns, unit ``u = silu(y[:, 2u]) * y[:, 2u+1]``).
+        residual: optional ``[M, C]`` (``C`` = output columns); then ``Y = residual + gamma * Y``.
+        gamma: optional LayerScale ``[C]``, only with ``residual``.
+        qkv_heads: ``H``; write q, k, v as ``[3, B, H, seq_len, d']`` with ``d' = n_out // (3H)``,
+            ``M = B * seq_len``: column ``j*3H + t*H + h`` of row ``b*seq_len + n`` goes to ``[t, b, h, n, j]``.
+        seq_len: tokens per sample, required with ``qkv_heads``.
+        out: optional preallocated output of the shape and dtype described below.
+
+    Returns:
+        ``[M, C]`` (or ``[3, B, H, seq_len, d']`` with ``qkv_heads``, contiguous) in the dtype of ``x``. A new
+        ``[M, C]`` output has its row stride padded to a multiple of 16 elements, so the next GEMM reads it
+        aligned. Accumulation and the whole epilogue run in fp32; the result is rounded once, on store.
+
+    Raises:
+        TypeError: non-tensor inputs, unsupported dtype or mixed dtypes.
+        ValueError: bad shapes, sizes, strides, devices or option combinations.
+
+    Equivalent PyTorch (without ``qkv_heads``)::
+
+        y = F.linear(x[:, :k_in], weight[:n_out, :k_in], None if bias is None else bias[:n_out])
+        y = F.gelu(y) if activation == "gelu" else F.silu(y[:, 0::2]) * y[:, 1::2] if activation == "swiglu" else y
+        y = y if residual is None else residual + (1 if gamma is None else gamma) * y
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"sliced_linear: x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in _DTYPES:
+        raise TypeError(f"sliced_linear: x has dtype {x.dtype}, supported: {', '.join(map(str, _DTYPES))}")
+    dtype, device = x.dtype, x.device
+    _check_tensor("x", x, dtype, device, 2)
+    _check_tensor("weight", weight, dtype, device, 2)
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"sliced_linear: activation must be one of {list(_ACTIVATIONS)}, got {activation!r}")
+    m = x.shape[0]
+    n_full, k_full = weight.shape
+    if not 1 <= k_in <= k_full:
+        raise ValueError(f"sliced_linear: k_in={k_in} must be in [1, K_full={k_full}] (weight {tuple(weight.shape)})")
+    if not 1 <= n_out <= n_full:
+        raise ValueError(f"sliced_linear: n_out={n_out} must be in [1, N_full={n_full}] (weight {tuple(weight.shape)})")
+    if x.shape[1] < k_in:
+        raise ValueError(f"sliced_linear: x has {x.shape[1]} columns, fewer than k_in={k_in}")
+    if bias is not None:
+        _check_tensor("bias", bias, dtype, device, 1)
+        if bias.shape[0] < n_out:
+            raise ValueError(f"sliced_linear: bias has {bias.shape[0]} entries, fewer than n_out={n_out}")
+    if activation == "swiglu" and n_out % 2:
+        raise ValueError(f"sliced_linear: swiglu needs an even n_out (gate/value pairs), got {n_out}")
+    n_cols = n_out // 2 if activation == "swiglu" else n_out
+    if gamma is not None and residual is None:
+        raise ValueError("sliced_linear: gamma (LayerScale) is only applied together with residual")
+    if residual is not None:
+        _check_tensor("residual", residual, dtype, device, 2)
+        if tuple(residual.shape) != (m, n_cols):
+            raise ValueError(f"sliced_linear: residual must have shape {(m, n_cols)}, got {tuple(residual.shape)}")
+    if gamma is not None:
+        _check_tensor("gamma", gamma, dtype, device, 1)
+        if gamma.shape[0] != n_cols:
+            raise ValueError(f"sliced_linear: gamma must have shape {(n_cols,)}, got {tuple(gamma.shape)}")
+
+    if qkv_heads is not None:
+        if activation is not None or residual is not None:
+            raise ValueError("sliced_linear: qkv_heads output takes no activation and no residual")
+        if not isinstance(qkv_heads, int) or qkv_heads < 1 or n_out % (3 * qkv_heads):
+            raise ValueError(f"sliced_linear: n_out={n_out} must be a multiple of 3 * qkv_heads, qkv_heads={qkv_heads}")
+        if not isinstance(seq_len, int) or seq_len < 1 or m % seq_len:
+            raise ValueError(f"sliced_linear: qkv_heads needs seq_len >= 1 dividing M={m}, got seq_len={seq_len}")
+        out_shape = (3, m // seq_len, qkv_heads, seq_len, n_out // (3 * qkv_heads))
+    elif seq_len is not None:
+        raise ValueError("sliced_linear: seq_len is only used with qkv_heads")
+    else:
+        out_shape = (m, n_cols)
+    if out is None and qkv_heads is None:
+        out = torch.empty((m, triton.cdiv(n_cols, ROW_ALIGN) * ROW_ALIGN), dtype=dtype, device=device)[:, :n_cols]
+    elif out is None:
+        out = torch.empty(out_shape, dtype=dtype, device=device)
+    else:
+        _check_tensor("out", out, dtype, device, len(out_shape))
+        if tuple(out.shape) != out_shape:
+            raise ValueError(f"sliced_linear: out must have shape {out_shape}, got {tuple(out.shape)}")
+    if m == 0:
+        return out
+
+    cfg = _pick_config(m, n_out, k_in, dtype, qkv_heads is not None, device)
+    qkv_strides = out.stride()[:4] if qkv_heads is not None else (0, 0, 0, 0)
+    grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n_out, cfg.block_n),)
+    _sliced_linear_kernel[grid](
+        x, weight, out if bias is None else bias, out if residual is None else residual,
+        out if gamma is None else gamma, out,
+        m, n_out, k_in,
+        x.stride(0), weight.stride(0), 0 if residual is None else residual.stride(0), out.stride(0),
+        seq_len or 1, qkv_heads or 1, *qkv_strides,
+        ACTIVATION=_ACTIVATIONS[activation], HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None,
+        HAS_GAMMA=gamma is not None, QKV_OUT=qkv_heads is not None, UPCAST=device.type == "cpu",
+        DOT_PRECISION=dot_precision(dtype),
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=_GROUP_M,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+    return out

@@ -1,0 +1,98 @@
+"""layer_norm against a float64 PyTorch reference (interpreter on CPU, the real kernel on a GPU)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from slimkern.backends.triton import layer_norm
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+DTYPES = pytest.mark.parametrize("dtype", list(TOL), ids=["fp32", "bf16", "fp16"])
+
+
+def _assert_close(out: torch.Tensor, ref: torch.Tensor, tol: float) -> None:
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    bad = (~torch.isfinite(out)).sum().item()
+    assert bad == 0, f"{bad} of {out.numel()} outputs not finite (unwritten)"
+    err = ((out.double() - ref).norm() / ref.norm()).item()
+    assert err < tol, f"relative error {err:.3e} >= {tol:.0e}"
+
+
+def _strided(m: int, d: int, dtype, mean: float = 0.0) -> torch.Tensor:
+    """[m, d] view with a row stride larger than d; values with an offset mean test the variance's numerics."""
+    return (torch.randn(m, d + 9, device=DEVICE) * 2 + mean).to(dtype)[:, 4 : 4 + d]
+
+
+@DTYPES
+@pytest.mark.parametrize("m, d", [(17, 48), (197, 77), (17, 768)])
+@pytest.mark.parametrize("affine", ["weight+bias", "weight", "none"])
+@pytest.mark.parametrize("has_residual", [False, True], ids=["plain", "residual"])
+def test_matches_reference(dtype, m, d, affine, has_residual):
+    x = _strided(m, d, dtype, mean=3.0)
+    weight = torch.randn(d, device=DEVICE).to(dtype) if affine != "none" else None
+    bias = torch.randn(d, device=DEVICE).to(dtype) if affine == "weight+bias" else None
+    residual = _strided(m, d, dtype) if has_residual else None
+    out = torch.full((m, d), math.nan, dtype=dtype, device=DEVICE)
+    residual_out = torch.full((m, d), math.nan, dtype=dtype, device=DEVICE) if has_residual else None
+
+    result = layer_norm(x, weight, bias, 1e-6, residual=residual, out=out, residual_out=residual_out)
+
+    s = x.double() if residual is None else x.double() + residual.double()
+    w64, b64 = (None if t is None else t.double() for t in (weight, bias))
+    ref = F.layer_norm(s, (d,), w64, b64, 1e-6)
+    if has_residual:
+        y, s_out = result
+        assert s_out is residual_out and s_out.dtype == dtype
+        _assert_close(s_out, s, TOL[dtype])
+    else:
+        y = result
+    assert y is out and y.dtype == dtype
+    _assert_close(y, ref, TOL[dtype])
+
+
+def test_bias_only_and_allocated_outputs():
+    x, r = _strided(17, 40, torch.float32), _strided(17, 40, torch.float32)
+    bias = torch.randn(40, device=DEVICE)
+    y, s = layer_norm(x, None, bias, 1e-5, residual=r)
+    assert y.is_contiguous() and s.is_contiguous()
+    _assert_close(s, x.double() + r.double(), TOL[torch.float32])
+    _assert_close(y, F.layer_norm(s.double(), (40,), None, bias.double(), 1e-5), TOL[torch.float32])
+
+
+def test_large_eps_and_constant_rows():
+    """A constant row has zero variance: the result is the bias, not NaN."""
+    x = torch.randn(4, 96, device=DEVICE)
+    x[1] = 5.0
+    w, b = torch.randn(96, device=DEVICE), torch.randn(96, device=DEVICE)
+    y = layer_norm(x, w, b, 0.5)
+    _assert_close(y, F.layer_norm(x.double(), (96,), w.double(), b.double(), 0.5), TOL[torch.float32])
+
+
+def test_bad_arguments_raise():
+    x = torch.randn(5, 32, device=DEVICE)
+    w = torch.ones(32, device=DEVICE)
+    with pytest.raises(ValueError, match="d=8193 features exceeds the largest supported row, 8192"):
+        layer_norm(torch.randn(2, 8193, device=DEVICE), None, None, 1e-6)
+    with pytest.raises(TypeError, match="weight has dtype torch.bfloat16"):
+        layer_norm(x, w.bfloat16(), None, 1e-6)
+    with pytest.raises(TypeError, match="x has dtype torch.float64"):
+        layer_norm(x.double(), None, None, 1e-6)
+    with pytest.raises(ValueError, match=r"bias must have shape \(32,\)"):
+        layer_norm(x, w, torch.ones(31, device=DEVICE), 1e-6)
+    with pytest.raises(ValueError, match=r"residual must have shape \(5, 32\)"):
+        layer_norm(x, w, None, 1e-6, residual=torch.ones(5, 31, device=DEVICE))
+    with pytest.raises(ValueError, match="x needs last-dim stride 1"):
+        layer_norm(torch.randn(32, 5, device=DEVICE).T, None, None, 1e-6)
+    with pytest.raises(ValueError, match="x must be 2-D"):
+        layer_norm(x[None], None, None, 1e-6)
+    with pytest.raises(ValueError, match="residual_out is only written when residual is given"):
+        layer_norm(x, w, None, 1e-6, residual_out=torch.empty_like(x))
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        layer_norm(x, w, None, -1.0)
+    with pytest.raises(TypeError, match="eps must be a real number"):
+        layer_norm(x, w, None, "1e-6")
