@@ -1,9 +1,13 @@
-"""End-to-end latency per width: slimkern vs timm (width 1.0) vs a materialised dense copy (same width).
+"""End-to-end latency per width: slimkern backends vs timm and vs a materialised dense copy.
 
-    python -m benchmarks.e2e_widths [--model satmae] [--batch 2] [--repeats 5] [--json out.json]
+    python -m benchmarks.e2e_widths                                   # CPU: the issue-2 comparison
+    python -m benchmarks.e2e_widths --device cuda --dtype bfloat16 --batches 1,64 \\
+        --backends torch,triton --compile --json e2e.json --markdown e2e.md   # the GPU table
 
-All timings come from one run on one machine, so the ratios compare like with like. Targets
-(issue 2, CPU): width 1.0 within 1.1x of timm; every width within 1.1x of the dense copy;
+All timings come from one run on one machine, so the ratios compare like with like. Baselines per
+width: the slimmed weights copied out into contiguous dense tensors and run with plain PyTorch
+(eager, and optionally ``torch.compile``); at width 1.0 also timm's VisionTransformer.
+CPU targets (issue 2): width 1.0 within 1.1x of timm; every width within 1.1x of the dense copy;
 t(s)/t(1) within 1.5x of FLOPs(s)/FLOPs(1) for s >= 0.1.
 """
 
@@ -27,21 +31,24 @@ from slimkern.zoo.vit import to_timm
 WIDTHS = (1.0, 0.5, 0.25, 0.1, 0.01)
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
+def median_ms(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` in ms after two warm-up calls, synchronising on CUDA."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    fn()
+    fn()
     times = []
     for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
         fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times) * 1e3
 
 
-def cpu_name() -> str:
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name()
     try:
         with open("/proc/cpuinfo") as f:
             return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
@@ -49,67 +56,97 @@ def cpu_name() -> str:
         return platform.processor() or "unknown CPU"
 
 
-def run(model_name: str, batch: int, repeats: int, device: str) -> dict:
+def run(model_name: str, batches: list[int], widths: list[float], backends: list[str], device: str,
+        dtype: torch.dtype, repeats: int, compile_dense: bool) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = slimkern.load(model_name, device=device)
-    size = model.cfg.arch.img_size
-    x = torch.randn(batch, len(model.cfg.bands), size, size, device=device)
+        model = slimkern.load(model_name, device=device, dtype=dtype)
+    size, bands = model.cfg.arch.img_size, len(model.cfg.bands)
     vit = to_timm(model)
-    with torch.no_grad():
-        t_timm = median_time(lambda: vit(x), repeats)
     rows = []
-    for width in WIDTHS:
-        plan = model.plan(width)
-        dense = materialise(model, plan)
-        t_dense = median_time(lambda d=dense, p=plan: dense_forward(model, d, p, x), repeats)
-        del dense  # one dense copy at a time
-        t_slim = median_time(lambda w=width: model.run(x, w), repeats)
-        rows.append({"width": width, "d_k": plan.blocks[0].head_dim, "d_h": plan.blocks[0].mlp_hidden,
-                     "relative_flops": model.relative_flops(width), "slimkern_ms": t_slim * 1e3,
-                     "dense_copy_ms": t_dense * 1e3})
-    full = rows[0]["slimkern_ms"]
+    for batch in batches:
+        x = torch.randn(batch, bands, size, size, device=device, dtype=dtype)
+        with torch.no_grad():
+            timm_ms = median_ms(lambda x=x: vit(x), repeats)
+        for width in widths:
+            plan = model.plan(width)
+            row = {"batch": batch, "width": width, "d_k": plan.blocks[0].head_dim, "d_h": plan.blocks[0].mlp_hidden,
+                   "relative_flops": model.relative_flops(width), "timm_full_width_ms": timm_ms}
+            dense = materialise(model, plan)
+            row["dense_eager_ms"] = median_ms(lambda d=dense, p=plan, x=x: dense_forward(model, d, p, x), repeats)
+            if compile_dense:
+                compiled = torch.compile(dense_forward)
+                row["dense_compiled_ms"] = median_ms(lambda c=compiled, d=dense, p=plan, x=x: c(model, d, p, x),
+                                                     repeats)
+            del dense  # one dense copy at a time
+            for backend in backends:
+                model.backend_name = backend
+                row[f"{backend}_ms"] = median_ms(lambda w=width, x=x: model.run(x, w), repeats)
+                row[f"{backend}_max_abs_error"] = model.validate(x[:1], width).max_abs_error
+            rows.append(row)
     for row in rows:
-        row["vs_dense"] = row["slimkern_ms"] / row["dense_copy_ms"]
-        row["time_vs_flops"] = (row["slimkern_ms"] / full) / row["relative_flops"]
-    return {
-        "model": model.cfg.name, "batch": batch, "device": device,
-        "machine": cpu_name() if device == "cpu" else torch.cuda.get_device_name(),
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "timm": timm.__version__,
-        "date": datetime.date.today().isoformat(), "timm_ms": t_timm * 1e3,
-        "width1_vs_timm": full / (t_timm * 1e3), "rows": rows,
-    }
+        full = next(r for r in rows if r["batch"] == row["batch"] and r["width"] == 1.0)
+        for backend in backends:
+            row[f"{backend}_vs_dense"] = row[f"{backend}_ms"] / row["dense_eager_ms"]
+            row[f"{backend}_time_vs_flops"] = (row[f"{backend}_ms"] / full[f"{backend}_ms"]) / row["relative_flops"]
+            if row["width"] == 1.0:
+                row[f"{backend}_vs_timm"] = row[f"{backend}_ms"] / row["timm_full_width_ms"]
+    return {"model": model.cfg.name, "device": device, "dtype": str(dtype).removeprefix("torch."),
+            "machine": machine(device), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "timm": timm.__version__, "date": datetime.date.today().isoformat(), "backends": backends, "rows": rows}
 
 
-def print_report(result: dict) -> None:
-    print(f"{result['model']} batch {result['batch']} on {result['machine']} ({result['threads']} threads), "
-          f"torch {result['torch']}, {result['date']}")
-    print(f"timm eager width 1.0: {result['timm_ms']:.1f} ms; slimkern width 1.0 / timm = "
-          f"{result['width1_vs_timm']:.2f} (target <= 1.1)\n")
-    header = (f"{'width':>6} {'d_k':>4} {'d_h':>5} {'rel FLOPs':>9} {'slimkern ms':>11} {'dense ms':>9} "
-              f"{'vs dense':>8} {'t/F ratio':>9}")
-    print(header)
-    print("-" * len(header))
+def markdown(result: dict) -> str:
+    backends = result["backends"]
+    lines = [f"# {result['model']} end to end, {result['machine']}, {result['dtype']}, torch {result['torch']}, "
+             f"{result['date']}", ""]
+    cols = ["batch", "width", "d_k'", "d_h'", "rel FLOPs", *[f"{b} ms" for b in backends], "dense eager ms"]
+    if any("dense_compiled_ms" in r for r in result["rows"]):
+        cols.append("dense compiled ms")
+    cols += [*[f"{b} / dense" for b in backends], *[f"{b} t/F" for b in backends],
+             *[f"{b} max err" for b in backends]]
+    lines += ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     for r in result["rows"]:
-        print(f"{r['width']:>6g} {r['d_k']:>4} {r['d_h']:>5} {r['relative_flops']:>9.1%} {r['slimkern_ms']:>11.1f} "
-              f"{r['dense_copy_ms']:>9.1f} {r['vs_dense']:>8.2f} {r['time_vs_flops']:>9.2f}")
-    print("\nvs dense: slimkern / materialised dense copy at the same width (target <= 1.1).")
-    print("t/F ratio: (t(s)/t(1)) / (FLOPs(s)/FLOPs(1)) (target <= 1.5 for s >= 0.1).")
+        cells = [str(r["batch"]), f"{r['width']:g}", str(r["d_k"]), str(r["d_h"]), f"{r['relative_flops']:.1%}",
+                 *[f"{r[f'{b}_ms']:.2f}" for b in backends], f"{r['dense_eager_ms']:.2f}"]
+        if "dense_compiled_ms" in r:
+            cells.append(f"{r['dense_compiled_ms']:.2f}")
+        cells += [f"{r[f'{b}_vs_dense']:.2f}" for b in backends]
+        cells += [f"{r[f'{b}_time_vs_flops']:.2f}" for b in backends]
+        cells += [f"{r[f'{b}_max_abs_error']:.1e}" for b in backends]
+        lines.append("| " + " | ".join(cells) + " |")
+    full = [r for r in result["rows"] if r["width"] == 1.0]
+    lines += ["", "Width 1.0 vs timm eager: " + ", ".join(
+        f"batch {r['batch']}: " + ", ".join(f"{b} {r[f'{b}_vs_timm']:.2f}x" for b in backends) for r in full),
+        "", "`/ dense`: latency over the materialised dense copy (eager) at the same width. "
+        "`t/F`: (t(s)/t(1)) / (FLOPs(s)/FLOPs(1)); 1.0 = latency follows FLOPs exactly. "
+        "`max err`: pooled output vs the float64 reference path, first image."]
+    return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="satmae")
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batches", default="2", help="comma-separated batch sizes")
+    parser.add_argument("--widths", default=",".join(map(str, WIDTHS)))
+    parser.add_argument("--backends", default="torch", help="comma-separated slimkern backends")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
-    args = parser.parse_args()
-    result = run(args.model, args.batch, args.repeats, args.device)
-    print_report(result)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile on the dense copy")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--markdown", default=None)
+    args = parser.parse_args(argv)
+    result = run(args.model, [int(b) for b in args.batches.split(",")], [float(w) for w in args.widths.split(",")],
+                 args.backends.split(","), args.device, getattr(torch, args.dtype), args.repeats, args.compile)
+    table = markdown(result)
+    print(table)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,47 @@
+"""Attention at reduced head dims: slimkern's kernel vs SDPA on materialised contiguous q/k/v and the math path.
+
+Providers: ``sdpa_contiguous`` (torch SDPA, default backend, on contiguous copies: the dense ideal),
+``math`` (explicit softmax(QK^T)V), ``torch_strided`` (SDPA on the views the torch backend passes) and,
+on a GPU, ``triton`` (slimkern's fused kernel on the qkv kernel's output layout).
+"""
+
+import pytest
+import torch
+
+from benchmarks.conftest import BATCHES, DEVICE, DTYPE, GPU, SHAPES, WIDTHS, timed
+from slimkern.plan import slim_dim
+
+PROVIDERS = ("sdpa_contiguous", "math", "torch_strided") + (("triton",) if GPU else ())
+TOKEN_COUNTS = (197, 1025) if GPU else (197,)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("tokens", TOKEN_COUNTS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_attention(benchmark, shape, tokens, width, batch, provider):
+    dim, heads, _ = SHAPES[shape]
+    kept = slim_dim(width, dim // heads)
+    scale = kept**-0.5
+    flops = 4.0 * batch * heads * tokens * tokens * kept
+    if provider == "torch_strided":
+        qkv = torch.randn(batch, tokens, kept, 3, heads, device=DEVICE, dtype=DTYPE)
+        q, k, v = qkv.permute(3, 0, 4, 1, 2).unbind(0)
+    else:
+        # the layout slimkern's qkv kernel writes: [3, B, H, N, d'] (contiguous per q, k, v)
+        q, k, v = torch.randn(3, batch, heads, tokens, kept, device=DEVICE, dtype=DTYPE).unbind(0)
+
+    if provider in ("sdpa_contiguous", "torch_strided"):
+        def fn():
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale)
+    elif provider == "math":
+        def fn():
+            return torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1) @ v
+    else:
+        from slimkern.backends.triton import attention
+
+        def fn():
+            return attention(q, k, v, scale=scale, out_layout="bnjh")
+
+    timed(benchmark, fn, flops, shape=shape, tokens=tokens, width=width, batch=batch, provider=provider, d_k=kept)

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The prepared GPU check (one command, under 8 minutes): environment, GPU tests, kernel benchmarks and the
+# end-to-end satmae table, all written to $OUT. Meant for the lent H100/H200 machine (Python 3.12, torch 2.11,
+# triton 3.6, no network); without a GPU it runs every stage in a reduced form so it can be tested on a CPU.
+#
+#   OUT=/some/dir bash benchmarks/gpu/run.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-benchmarks/results/local}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # no network there: run from the checkout, no install
+PY=${PYTHON:-python}
+status=0
+
+stage() {  # stage NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.log, remember failures
+  local name=$1 limit=$2; shift 2
+  local start=$SECONDS
+  echo "== $name (limit ${limit}s)"
+  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "   rc=$rc after $((SECONDS - start))s; tail of $OUT/$name.log:"
+  tail -n 5 "$OUT/$name.log" | sed 's/^/   /'
+  [ $rc -eq 0 ] || status=1
+}
+
+if $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  GPU=1
+else
+  GPU=0
+  echo "no GPU: running every stage in its reduced CPU form"
+fi
+
+{
+  date -u +"%Y-%m-%dT%H:%M:%SZ"
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  $PY -c "import sys, torch, triton; print('python', sys.version.split()[0]); print('torch', torch.__version__, \
+'cuda', torch.version.cuda); print('triton', triton.__version__)"
+  git rev-parse HEAD 2>/dev/null
+} >"$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+if [ $GPU -eq 1 ]; then
+  stage tests 200 $PY -m pytest tests -q -ra -p no:cacheprovider --junitxml="$OUT/tests.xml"
+  stage kernels 150 $PY -m pytest benchmarks -q -p no:cacheprovider --benchmark-only \
+    --benchmark-json="$OUT/kernels.json" --benchmark-columns=median
+  stage e2e 200 $PY -m benchmarks.e2e_widths --device cuda --dtype bfloat16 --batches 1,64 \
+    --backends torch,triton --compile --repeats 10 --json "$OUT/e2e.json" --markdown "$OUT/e2e.md"
+else
+  stage tests 300 $PY -m pytest tests/test_plan.py tests/backends/test_triton_backend.py -q -p no:cacheprovider \
+    --junitxml="$OUT/tests.xml"
+  stage kernels 300 $PY -m pytest benchmarks -q -p no:cacheprovider --benchmark-only \
+    --benchmark-json="$OUT/kernels.json" --benchmark-columns=median
+  stage e2e 600 $PY -m benchmarks.e2e_widths --widths 1,0.1 --batches 1 --repeats 1 \
+    --json "$OUT/e2e.json" --markdown "$OUT/e2e.md"
+fi
+stage summary 60 $PY -m benchmarks.gpu.summarize "$OUT"
+echo "results in $OUT (status $status)"
+exit $status
