@@ -12,7 +12,7 @@ import torch
 from .backends import select_backend
 from .checkpoints import check_state_dict, read_checkpoint, unwrap_state_dict
 from .model import SlimModel
-from .registry import get_cfg
+from .registry import ModelCfg, get_cfg
 
 RANDOM_SEED = 0
 
@@ -41,18 +41,12 @@ def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, devic
     >>> model.run(x, width=0.1).shape                                    # doctest: +SKIP
     torch.Size([2, 1024])
     """
-    cfg = get_cfg(name)
+    cfg = _cfg_with(name, arch_overrides)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float32, torch.bfloat16), got {dtype!r}")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but PyTorch sees no CUDA GPU; use device='cpu'")
-    if arch_overrides:
-        fields = {f.name for f in dataclasses.fields(cfg.arch)}
-        unknown = sorted(set(arch_overrides) - fields)
-        if unknown:
-            raise TypeError(f"{name}: unknown architecture fields {unknown}; valid fields: {sorted(fields)}")
-        cfg = dataclasses.replace(cfg, arch=dataclasses.replace(cfg.arch, **arch_overrides))
     select_backend(backend, device, dtype)  # refuse an impossible backend before any work
 
     model: SlimModel = cfg.model_cls(cfg)
@@ -73,7 +67,19 @@ def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, devic
     return model.eval()
 
 
-def build_meta(name: str) -> SlimModel:
+def build_meta(name: str, **arch_overrides) -> SlimModel:
     """The architecture of ``name`` on the meta device, without weights: for plans and FLOP counts."""
-    cfg = get_cfg(name)
+    cfg = _cfg_with(name, arch_overrides)
     return cfg.model_cls(cfg)
+
+
+def _cfg_with(name: str, arch_overrides: dict) -> ModelCfg:
+    """The registered cfg of ``name`` with architecture fields replaced (timm's ``create_model(**kwargs)``)."""
+    cfg = get_cfg(name)
+    if not arch_overrides:
+        return cfg
+    fields = {f.name for f in dataclasses.fields(cfg.arch)}
+    unknown = sorted(set(arch_overrides) - fields)
+    if unknown:
+        raise TypeError(f"{name}: unknown architecture fields {unknown}; valid fields: {sorted(fields)}")
+    return dataclasses.replace(cfg, arch=dataclasses.replace(cfg.arch, **arch_overrides))

@@ -2,6 +2,8 @@
 
 A :class:`Block` only holds parameters, under timm's key names (``norm1``, ``attn.qkv``,
 ``attn.proj``, ``ls1``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``, ``ls2``); backends compute with them.
+A block with a cross-attention sublayer (``BlockSpec.cross_attn``, e.g. CROMA's joint encoder) adds
+``norm_cross`` and ``cross_attn.{q,k,v,proj}`` between the self-attention and the FFN.
 Loading a state dict permutes the attention weights into the prefix layout; ``state_dict()``
 permutes them back, so checkpoints go in and come out in the official layout.
 """
@@ -31,6 +33,10 @@ class BlockSpec:
     layer_scale: bool = False
     #: "gelu": ``fc2(gelu(fc1(x)))``; "swiglu": ``fc2(silu(fc1(x)) * fc3(x))`` (4M / TerraMind naming).
     ffn: str = "gelu"
+    #: Add a cross-attention sublayer after the self-attention: ``x += proj(attn(q(n(x)), k(n(c)), v(n(c))))``
+    #: with ``n = norm_cross`` applied to both the tokens and the context ``c``; separate q, k, v projections
+    #: (biases as ``qkv_bias``), out-projection bias as ``proj_bias``, no LayerScale.
+    cross_attn: bool = False
 
     def __post_init__(self) -> None:
         for field in ("dim", "num_heads", "head_dim", "mlp_hidden"):
@@ -44,7 +50,8 @@ class _Holder(nn.Module):
     """A named container so that parameters get timm's key names (``attn.qkv.weight``)."""
 
 
-def _linear(out_features: int, in_features: int, bias: bool) -> nn.Module:
+def linear_params(out_features: int, in_features: int, bias: bool) -> nn.Module:
+    """Meta-device ``weight [out, in]`` (and ``bias [out]``) under a linear layer's key names."""
     m = _Holder()
     m.weight = nn.Parameter(torch.empty(out_features, in_features, device="meta"), requires_grad=False)
     m.bias = nn.Parameter(torch.empty(out_features, device="meta"), requires_grad=False) if bias else None
@@ -52,6 +59,7 @@ def _linear(out_features: int, in_features: int, bias: bool) -> nn.Module:
 
 
 def norm_params(dim: int) -> nn.Module:
+    """Meta-device LayerNorm ``weight`` and ``bias`` ``[dim]``."""
     m = _Holder()
     m.weight = nn.Parameter(torch.empty(dim, device="meta"), requires_grad=False)
     m.bias = nn.Parameter(torch.empty(dim, device="meta"), requires_grad=False)
@@ -77,14 +85,22 @@ class Block(nn.Module):
         attn_dim = spec.num_heads * spec.head_dim
         self.norm1 = norm_params(spec.dim)
         self.attn = _Holder()
-        self.attn.qkv = _linear(3 * attn_dim, spec.dim, spec.qkv_bias)
-        self.attn.proj = _linear(spec.dim, attn_dim, spec.proj_bias)
+        self.attn.qkv = linear_params(3 * attn_dim, spec.dim, spec.qkv_bias)
+        self.attn.proj = linear_params(spec.dim, attn_dim, spec.proj_bias)
         self.norm2 = norm_params(spec.dim)
         self.mlp = _Holder()
-        self.mlp.fc1 = _linear(spec.mlp_hidden, spec.dim, spec.mlp_bias)
-        self.mlp.fc2 = _linear(spec.dim, spec.mlp_hidden, spec.mlp_bias)
+        self.mlp.fc1 = linear_params(spec.mlp_hidden, spec.dim, spec.mlp_bias)
+        self.mlp.fc2 = linear_params(spec.dim, spec.mlp_hidden, spec.mlp_bias)
         # the gated FFN's value projection: its rows slim like fc1's (first d_h' units), no re-layout
-        self.mlp.fc3 = _linear(spec.mlp_hidden, spec.dim, spec.mlp_bias) if spec.ffn == "swiglu" else None
+        self.mlp.fc3 = linear_params(spec.mlp_hidden, spec.dim, spec.mlp_bias) if spec.ffn == "swiglu" else None
+        if spec.cross_attn:
+            self.norm_cross = norm_params(spec.dim)
+            self.cross_attn = _Holder()
+            for name in ("q", "k", "v"):
+                setattr(self.cross_attn, name, linear_params(attn_dim, spec.dim, spec.qkv_bias))
+            self.cross_attn.proj = linear_params(spec.dim, attn_dim, spec.proj_bias)
+        else:
+            self.norm_cross = self.cross_attn = None
         if spec.layer_scale:
             self.ls1 = _layer_scale(spec.dim)
             self.ls2 = _layer_scale(spec.dim)
@@ -98,11 +114,14 @@ class Block(nn.Module):
         h, dk = self.spec.num_heads, self.spec.head_dim
         yield "attn.qkv.weight", lambda w: layout.qkv_to_prefix(w, h, dk), lambda w: layout.qkv_to_official(w, h, dk)
         yield "attn.qkv.bias", lambda w: layout.qkv_to_prefix(w, h, dk), lambda w: layout.qkv_to_official(w, h, dk)
-        yield (
-            "attn.proj.weight",
-            lambda w: layout.heads_cols_to_prefix(w, h, dk),
-            lambda w: layout.heads_cols_to_official(w, h, dk),
-        )
+        cols = (lambda w: layout.heads_cols_to_prefix(w, h, dk), lambda w: layout.heads_cols_to_official(w, h, dk))
+        yield ("attn.proj.weight", *cols)
+        if self.spec.cross_attn:
+            rows = (lambda w: layout.heads_rows_to_prefix(w, h, dk), lambda w: layout.heads_rows_to_official(w, h, dk))
+            for name in ("q", "k", "v"):
+                yield (f"cross_attn.{name}.weight", *rows)
+                yield (f"cross_attn.{name}.bias", *rows)
+            yield ("cross_attn.proj.weight", *cols)
 
     def _param(self, key: str) -> torch.Tensor | None:
         """The parameter at a dotted ``key``, or None where the layer has none (a bias-free layer)."""

@@ -72,6 +72,12 @@ def unwrap_state_dict(obj: Mapping, fmt: CheckpointFormat, source: str = "checkp
         if isinstance(obj.get(key), Mapping):
             obj = obj[key]
             break
+    if any(name in obj for name in fmt.sub_state_dicts):  # else: a plain (already merged) state dict
+        missing = [name for name in fmt.sub_state_dicts if not isinstance(obj.get(name), Mapping)]
+        if missing:
+            raise CheckpointError(f"{source}: state dicts {missing} are missing (expected a dict of "
+                                  f"{', '.join(fmt.sub_state_dicts)}; top-level keys: {sorted(obj)[:_SHOW]})")
+        obj = {f"{name}.{key}": value for name in fmt.sub_state_dicts for key, value in obj[name].items()}
     state = {}
     for key, value in obj.items():
         if not isinstance(value, torch.Tensor):

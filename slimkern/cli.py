@@ -73,12 +73,34 @@ def print_flops_table(model, widths, modes, image_size) -> None:
 
 
 def cmd_flops(args: argparse.Namespace) -> int:
+    if args.all:
+        print_all_models(args.widths, args.image_size)
+        return 0
+    if args.name is None:
+        raise ValueError("give a model name (see `slimkern list`) or --all")
     model = build_meta(args.name)
     modes = MODES if args.mode == "all" else (args.mode,)
     print(f"{model.cfg.name}: FLOPs per image (2 x multiply-add, matmuls), "
           f"{args.image_size or model.cfg.arch.img_size} px")
     print_flops_table(model, args.widths, modes, args.image_size)
     return 0
+
+
+def print_all_models(widths, image_size) -> None:
+    """Relative compute of every registered model (canonical names) in all modes, as the paper's model_flops.csv."""
+    names = sorted({get_cfg(name).name for name in list_models()})
+    print(f"relative compute per model and width (FLOPs(s) / FLOPs(1), "
+          f"{'default input sizes' if image_size is None else f'{image_size} px'})")
+    header = f"{'model':<26} {'width':>7} {'d_k':>4} {'d_h':>5} {'GFLOPs':>8} {'SASF':>8} {'SA':>8} {'SF':>8}"
+    print(header)
+    print("-" * len(header))
+    for name in names:
+        model = build_meta(name)
+        for width in widths:
+            block = model.plan(width).blocks[0]
+            rel = [model.relative_flops(width, mode=mode, image_size=image_size) for mode in MODES]
+            print(f"{name:<26} {width:>7g} {block.head_dim:>4} {block.mlp_hidden:>5} "
+                  f"{model.flops(width, image_size=image_size) / 1e9:>8.2f} " + " ".join(f"{r:>8.2%}" for r in rel))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("flops", help="d_k', d_h', GFLOPs and relative compute per width and mode")
-    p.add_argument("name")
+    p.add_argument("name", nargs="?", default=None)
+    p.add_argument("--all", action="store_true", help="every registered model (SASF = attn+ffn, SA = attn, SF = ffn)")
     p.add_argument("--widths", type=parse_widths, default=INFO_WIDTHS, help="'paper' or a list like 1,0.5,0.1")
     p.add_argument("--mode", choices=(*MODES, "all"), default="all")
     p.add_argument("--image-size", type=int, default=None, help="input size in px (default: the model's)")

@@ -5,12 +5,13 @@ The paper keeps the first ``d_k'`` dims of EVERY head. In a checkpoint's own lay
 slimkern permutes each attention weight ONCE at load time so that head-dim index ``j`` is the
 slowest axis. Then the slice for any ``d_k'`` is a plain prefix view:
 
-============================  =================================  ==================================
-weight (official layout)      stored index                        kept at ``d_k'``
-============================  =================================  ==================================
-fused qkv ``[3*H*dk, d]``      row ``j*3H + t*H + h`` (t: q,k,v)   rows ``[:3*H*d']``
-out-proj ``[d, H*dk]``         column ``j*H + h``                  columns ``[:, :H*d']``
-============================  =================================  ==================================
+================================  =================================  ==================================
+weight (official layout)          stored index                        kept at ``d_k'``
+================================  =================================  ==================================
+fused qkv ``[3*H*dk, d]``          row ``j*3H + t*H + h`` (t: q,k,v)   rows ``[:3*H*d']``
+separate q, k or v ``[H*dk, d]``   row ``j*H + h``                     rows ``[:H*d']``
+out-proj ``[d, H*dk]``             column ``j*H + h``                  columns ``[:, :H*d']``
+================================  =================================  ==================================
 
 FFN weights are already prefix-sliced (``fc1`` rows, ``fc2`` columns) and are stored unchanged.
 ``to_official`` functions invert the permutation exactly (they are used for ``state_dict()``
@@ -34,6 +35,18 @@ def qkv_to_official(w: torch.Tensor, num_heads: int, head_dim: int) -> torch.Ten
     rest = w.shape[1:]
     moved = w.reshape(head_dim, 3, num_heads, *rest).movedim(0, 2)
     return moved.reshape(3 * num_heads * head_dim, *rest).contiguous()
+
+
+def heads_rows_to_prefix(w: torch.Tensor, num_heads: int, head_dim: int) -> torch.Tensor:
+    """A separate q, k or v weight or bias ``[(h, j), ...]`` -> ``[(j, h), ...]`` (cross-attention projections)."""
+    rest = w.shape[1:]
+    return w.reshape(num_heads, head_dim, *rest).transpose(0, 1).reshape(num_heads * head_dim, *rest).contiguous()
+
+
+def heads_rows_to_official(w: torch.Tensor, num_heads: int, head_dim: int) -> torch.Tensor:
+    """Inverse of :func:`heads_rows_to_prefix`."""
+    rest = w.shape[1:]
+    return w.reshape(head_dim, num_heads, *rest).transpose(0, 1).reshape(num_heads * head_dim, *rest).contiguous()
 
 
 def heads_cols_to_prefix(w: torch.Tensor, num_heads: int, head_dim: int) -> torch.Tensor:

@@ -1,8 +1,10 @@
 """``SlimModel``: one loaded encoder that runs at any width from its single stored copy of weights.
 
 A model family subclasses :class:`SlimModel` and supplies the stem (``embed``: patch embedding,
-position and class tokens, never slimmed), its FLOPs, random initialisation and pooling. The
-transformer blocks, the final norm, the public API and the input checks live here.
+position and class tokens, never slimmed), its FLOPs, random initialisation and pooling, and
+optionally an additive attention bias (``attention_bias``). The transformer blocks, the final norm,
+the public API and the input checks live here. A family with several encoders (CROMA) overrides
+``encode``, which both the fast path and the reference path run.
 """
 
 from __future__ import annotations
@@ -10,13 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .backends import Backend, select_backend
 from .blocks import Block, BlockSpec, norm_params
-from .flops import block_flops
-from .plan import SlimPlan, make_plan
+from .flops import stack_flops
+from .plan import SlimPlan, check_mode, check_width, make_plan
 from .registry import ModelCfg
 
 OUTPUTS = ("pooled", "tokens")
@@ -89,6 +90,14 @@ class SlimModel(nn.Module):
     def check_image_size(self, height: int, width: int) -> None:
         """Raise ``ValueError`` if the stem cannot take an image of this size."""
 
+    def attention_bias(self, height: int, width: int, dtype: torch.dtype) -> torch.Tensor | None:
+        """Additive attention-logit bias ``[H, N, N]`` of every self-attention for an image of ``height x width``
+        pixels, on the model's device in ``dtype`` (the tokens' dtype); ``None`` (the default) for no bias.
+
+        It is added per head before the softmax and is the same at every width (all heads are kept).
+        """
+        return None
+
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """The model's own pooled embedding from final-normed tokens (default: the class token)."""
         return tokens[:, 0]
@@ -144,26 +153,39 @@ class SlimModel(nn.Module):
                 ``"tokens"`` -> ``[B, N, d]`` (final-normed sequence, prefix tokens included).
             **inputs: model-specific inputs (none for plain ViTs).
         """
-        plan = self.plan(width, mode)
+        check_width(width)
+        check_mode(mode)
         self._check_call(x, output, inputs)
         backend = self.backend
         with torch.no_grad():
-            tokens = backend.forward_blocks(self.embed(x, **inputs), list(self.blocks), plan)
-            if self.norm is not None:
-                tokens = F.layer_norm(tokens, (self.dim,), self.norm.weight, self.norm.bias, self.norm_eps)
-            return self.pool(tokens) if output == "pooled" else tokens
+            return self.encode(x, width, mode, output, backend, **inputs)
 
     forward = run
 
     def reference(self, x: torch.Tensor, width: float = 1.0, *, mode: str = "attn+ffn", output: str = "pooled",
                   dtype: torch.dtype = torch.float64, **inputs) -> torch.Tensor:
         """The plain PyTorch reference path (materialised slices, explicit attention), in ``dtype``."""
-        from .reference import reference_forward
+        from .reference import REFERENCE
 
-        plan = self.plan(width, mode)
+        check_width(width)
+        check_mode(mode)
         self._check_call(x, output, inputs)
         with torch.no_grad():
-            return reference_forward(self, x.to(dtype), plan, output, **inputs)
+            return self.encode(x.to(dtype), width, mode, output, REFERENCE, **inputs)
+
+    def encode(self, x: torch.Tensor, width: float, mode: str, output: str, blocks: Backend, **inputs
+               ) -> torch.Tensor:
+        """The forward pass after the input checks, computed in ``x.dtype``: stem, blocks, final norm, pooling.
+
+        ``blocks`` runs the transformer blocks and norms: the model's backend (:meth:`run`) or the reference
+        path (:meth:`reference`). Families with several encoders override this method.
+        """
+        plan = self.plan(width, mode)
+        bias = self.attention_bias(x.shape[-2], x.shape[-1], x.dtype)
+        tokens = blocks.forward_blocks(self.embed(x, **inputs), list(self.blocks), plan, bias=bias)
+        if self.norm is not None:
+            tokens = blocks.layer_norm(tokens, self.norm, self.norm_eps)
+        return self.pool(tokens) if output == "pooled" else tokens
 
     def validate(self, x: torch.Tensor, width: float = 1.0, *, mode: str = "attn+ffn", output: str = "pooled",
                  **inputs) -> ValidationReport:
@@ -181,12 +203,14 @@ class SlimModel(nn.Module):
 
     def flops(self, width: float = 1.0, *, mode: str = "attn+ffn", image_size: int | tuple[int, int] | None = None
               ) -> int:
-        """FLOPs (2 x multiply-add, matmuls) of one image at ``width``, stem included."""
+        """FLOPs (2 x multiply-add, matmuls) of one image at ``width``, stem included.
+
+        A cross-attention block is counted with a context as long as the sequence (families override this
+        where it differs).
+        """
         height, wide = self._image_size(image_size)
         tokens = self.num_tokens(height, wide)
-        blocks = sum(block_flops(tokens, self.dim, bp, gated=block.spec.ffn == "swiglu")
-                     for block, bp in zip(self.blocks, self.plan(width, mode).blocks, strict=True))
-        return self.stem_flops(height, wide) + blocks
+        return self.stem_flops(height, wide) + stack_flops(self.blocks, self.plan(width, mode), tokens, self.dim)
 
     def relative_flops(self, width: float, *, mode: str = "attn+ffn",
                        image_size: int | tuple[int, int] | None = None) -> float:
@@ -202,6 +226,9 @@ class SlimModel(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"normalize expects a floating-point tensor scaled as {self.cfg.input_scale!r}, "
                             f"got {x.dtype}")
+        if x.shape[1] != len(self.cfg.mean):
+            raise ValueError(f"{self.cfg.name}: normalize has statistics for {len(self.cfg.mean)} bands "
+                             f"({', '.join(self.cfg.bands)}), x has {x.shape[1]}; normalise other band sets yourself")
         shape = (1, -1) + (1,) * (x.dim() - 2)  # bands on dim 1, for [B, C, H, W] and [B, C, T, H, W]
         mean = torch.tensor(self.cfg.mean, dtype=x.dtype, device=x.device).view(shape)
         std = torch.tensor(self.cfg.std, dtype=x.dtype, device=x.device).view(shape)

@@ -18,9 +18,13 @@ class CheckpointFormat:
         strip_prefixes: key prefixes removed before matching (``module.`` from DDP, ...).
         drop_prefixes: keys starting with these are not part of the encoder (decoder, mask token,
             classification head) and are dropped.
+        sub_state_dicts: for files that are a dict of several state dicts (CROMA: one per encoder),
+            their top-level names; they are merged into one state dict with keys ``<name>.<key>`` (a
+            file without them is taken as an already merged state dict).
     """
 
     container_keys: tuple[str, ...] = ()
+    sub_state_dicts: tuple[str, ...] = ()
     strip_prefixes: tuple[str, ...] = ("module.",)
     drop_prefixes: tuple[str, ...] = ()
 

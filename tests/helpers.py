@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
 
 import slimkern
+
+#: Official checkpoint key names and shapes per model (see tests/data/README.md).
+MODEL_SPECS = json.loads((Path(__file__).parent / "data" / "model_specs.json").read_text())
 
 # A SatMAE-architecture ViT small enough for CPU tests but with the real token count (197) and
 # head dim (64), so widths give d_k' = 1, 6, 21, 32, 64.

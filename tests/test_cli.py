@@ -42,3 +42,15 @@ def test_demo_runs_on_the_shipped_sample(capsys):
     assert main(["demo", "--batch", "1"]) == 0
     out = capsys.readouterr().out
     assert "EuroSAT" in out and out.count("x ") >= 5
+
+
+def test_flops_all_models(capsys):
+    assert main(["flops", "--all", "--widths", "1,0.001"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("satmae_vitl_rgb")]
+    assert len(rows) == 2 and rows[0][5:] == ["100.00%"] * 3
+    assert float(rows[1][5].rstrip("%")) < 1.0  # the smallest budget of SatMAE ViT-L: 0.87 %
+
+
+def test_flops_needs_a_name_or_all(capsys):
+    assert main(["flops"]) == 2
+    assert "--all" in capsys.readouterr().err

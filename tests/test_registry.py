@@ -7,7 +7,7 @@ from slimkern.registry import get_cfg
 def test_satmae_is_registered_under_both_names():
     assert {"satmae", "satmae_vitl_rgb"} <= set(slimkern.list_models())
     assert get_cfg("satmae") is get_cfg("satmae_vitl_rgb")
-    assert slimkern.list_models("satmae_vit*") == ["satmae_vitl_rgb"]
+    assert slimkern.list_models("satmae_vit*") == ["satmae_vitb_ms", "satmae_vitl_ms", "satmae_vitl_rgb"]
 
 
 def test_satmae_cfg_matches_the_official_spec():

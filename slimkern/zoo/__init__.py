@@ -1,3 +1,16 @@
-"""Model families; importing a family module registers its models."""
+"""Model families, one module each; importing a family module registers its models."""
 
-from . import satmae  # noqa: F401
+from . import (  # noqa: F401
+    baselines,
+    copernicus_fm,
+    croma,
+    dinov2,
+    dofa,
+    panopticon,
+    prithvi,
+    satmae,
+    scalemae,
+    softcon,
+    ssl4eo,
+    terramind,
+)

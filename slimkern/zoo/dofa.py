@@ -1,0 +1,444 @@
+"""DOFA (Xiong et al., 2024): ViTs whose patch-embedding kernel is generated from the band wavelengths.
+
+Facts from the official code (MODELS.md section 5): ``zhu-xlab/DOFA`` ``dofa_v1.py@3c33a240`` (``OFAViT``),
+``dofa_v2.py@a414125a`` (``DOFAViT``), ``xiong-zhitong/DOFA-pytorch`` ``wave_dynamic_layer.py@5b629452``, and
+torchgeo 0.8.1 ``torchgeo/models/dofa.py`` (the class behind ``DOFABase16_Weights.DOFA_MAE``):
+
+* Dynamic patch embedding (``patch_embed``): ``waves = sincos_128(λ_µm · 1000)`` -> residual ReLU MLP
+  (``fclayer``) -> one post-norm ``nn.TransformerEncoderLayer`` (d 128, 4 heads, FFN 2048, exact GELU, LayerNorm
+  eps 1e-5, no dropout) over ``[128 weight tokens; C wave tokens; 1 bias token]`` -> ``W = fc_weight(out_waves +
+  waves)`` ``[C, k·k·D]``, ``b = fc_bias(out_bias)``. The kernel uses the NEW layout
+  ``W.view(C, k, k, D).permute(3, 0, 1, 2)`` (torchgeo's re-released weights, DOFA-pytorch, DOFA v2). The original
+  ``DOFA_ViT_*_e100.pth`` files were trained with the old ``W.view(D, C, k, k)`` and are not supported here.
+* ``conv2d(x, 0.01·W, 0.01·b, stride=k, padding=1)``: the first patch row/column sees the zero pad and the last
+  pixel row/column is dropped; for image sizes that are multiples of ``k`` the grid is still ``H/k x W/k``.
+* v1: cls token, MAE sin-cos ``pos_embed`` (stored), timm blocks (LayerNorm 1e-6), NO final norm over the tokens.
+  The classification output is ``fc_norm(mean of patch tokens)`` with ``fc_norm`` in no checkpoint: a LayerNorm at
+  its initial value (weight 1, bias 0), which is what a frozen-feature probe of the official or torchgeo model
+  sees.
+* v2: ``k = 14`` hard-coded, a timm ``VisionTransformer`` (learned ``pos_embed``, LayerScale, ``model.norm``) with
+  its keys under ``model.``, plus an unused top-level ``norm``.
+
+The generated kernel depends only on the wavelengths, so it is computed once per wavelength set and kept in a
+small cache (:class:`KernelCache`); ``flops()`` still counts the hypernetwork, as one uncached forward pass (and
+``FlopCounterMode`` on it) spends it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed
+from torch import nn
+
+from ..blocks import BlockSpec
+from ..flops import patch_embed_flops
+from ..model import SlimModel
+from ..registry import CheckpointFormat, ModelCfg, register_model
+
+_META = {"device": "meta"}
+
+
+def meta_param(*shape: int) -> nn.Parameter:
+    """An empty frozen parameter on the meta device (filled by loading or by random init)."""
+    return nn.Parameter(torch.empty(*shape, **_META), requires_grad=False)
+
+
+def linear_params(out_features: int, in_features: int) -> nn.Module:
+    """``weight [out, in]`` and ``bias [out]`` under ``nn.Linear``'s key names."""
+    m = nn.Module()
+    m.weight = meta_param(out_features, in_features)
+    m.bias = meta_param(out_features)
+    return m
+
+
+def _norm(dim: int) -> nn.Module:
+    m = nn.Module()
+    m.weight = meta_param(dim)
+    m.bias = meta_param(dim)
+    return m
+
+
+def affine(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x W^T + b`` with the parameters of :func:`linear_params`, in ``x.dtype``."""
+    return x @ m.weight.to(x.dtype).T + m.bias.to(x.dtype)
+
+
+def _layer_norm(m: nn.Module, x: torch.Tensor, eps: float) -> torch.Tensor:
+    return F.layer_norm(x, x.shape[-1:], m.weight.to(x.dtype), m.bias.to(x.dtype), eps)
+
+
+class KernelCache:
+    """Generated patch-embedding kernels, keyed by the spectral inputs, bounded (least recently used goes first).
+
+    The entries are dropped whenever a parameter of the hypernetwork changes (new storage after ``to()`` or
+    ``load_state_dict``, or an in-place edit), so a hit always equals a fresh computation.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._entries: OrderedDict = OrderedDict()
+        self._stamp: tuple = ()
+
+    def get(self, key: tuple, params: Iterable[torch.Tensor], make: Callable[[], tuple[torch.Tensor, ...]]
+            ) -> tuple[torch.Tensor, ...]:
+        stamp = tuple((p.data_ptr(), p._version) for p in params)
+        if stamp != self._stamp:
+            self._entries.clear()
+            self._stamp = stamp
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        value = make()
+        if self.size > 0:
+            self._entries[key] = value
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class HyperPatchEmbed(nn.Module):
+    """Parameters (official key names) and forward pass of DOFA's kernel-generating hypernetwork.
+
+    Shared with Copernicus-FM, whose spectral patch embedding differs only in how the per-band embedding
+    (``waves``) is formed.
+    """
+
+    def __init__(self, planes: int, kernel_size: int, dim: int, weight_tokens: int = 128, heads: int = 4,
+                 ffn: int = 2048, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.planes, self.kernel_size, self.dim = planes, kernel_size, dim
+        self.num_weight_tokens, self.heads, self.ffn, self.eps = weight_tokens, heads, ffn, eps
+        gen = self.weight_generator = nn.Module()
+        gen.weight_tokens = meta_param(weight_tokens, planes)
+        gen.bias_token = meta_param(1, planes)
+        layer = nn.Module()
+        layer.self_attn = nn.Module()
+        layer.self_attn.in_proj_weight = meta_param(3 * planes, planes)
+        layer.self_attn.in_proj_bias = meta_param(3 * planes)
+        layer.self_attn.out_proj = linear_params(planes, planes)
+        layer.linear1 = linear_params(ffn, planes)
+        layer.linear2 = linear_params(planes, ffn)
+        layer.norm1 = _norm(planes)
+        layer.norm2 = _norm(planes)
+        gen.transformer_encoder = nn.Module()
+        gen.transformer_encoder.layers = nn.ModuleList([layer])
+        gen.fc_weight = linear_params(kernel_size * kernel_size * dim, planes)
+        gen.fc_bias = linear_params(dim, planes)
+        self.fclayer = nn.Module()
+        self.fclayer.w1 = linear_params(planes, planes)
+        self.fclayer.w2 = linear_params(planes, planes)
+
+    def forward(self, waves: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-band embeddings ``[C, planes]`` -> 0.01-scaled conv kernel ``[D, C, k, k]`` and bias ``[D]``."""
+        fc = self.fclayer
+        waves = waves + F.relu(affine(fc.w2, F.relu(affine(fc.w1, waves))))
+        gen = self.weight_generator
+        dtype, bands = waves.dtype, waves.shape[0]
+        seq = torch.cat([gen.weight_tokens.to(dtype), waves, gen.bias_token.to(dtype)])  # [S, planes]
+        layer = gen.transformer_encoder.layers[0]
+        attn = layer.self_attn
+        qkv = seq @ attn.in_proj_weight.to(dtype).T + attn.in_proj_bias.to(dtype)
+        head_dim = self.planes // self.heads
+        q, k, v = (t.reshape(-1, self.heads, head_dim).transpose(0, 1) for t in qkv.chunk(3, dim=-1))
+        probs = torch.softmax((q @ k.transpose(-1, -2)) / math.sqrt(head_dim), dim=-1)
+        mixed = (probs @ v).transpose(0, 1).reshape(-1, self.planes)
+        seq = _layer_norm(layer.norm1, seq + affine(attn.out_proj, mixed), self.eps)  # post-norm
+        seq = _layer_norm(layer.norm2, seq + affine(layer.linear2, F.gelu(affine(layer.linear1, seq))), self.eps)
+        start = self.num_weight_tokens
+        weight = affine(gen.fc_weight, seq[start:start + bands] + waves)  # [C, k*k*D]
+        bias = affine(gen.fc_bias, seq[-1])
+        k = self.kernel_size
+        weight = weight.view(bands, k, k, self.dim).permute(3, 0, 1, 2)  # the new layout
+        return 0.01 * weight, 0.01 * bias
+
+    def flops(self, bands: int) -> int:
+        """Matmul FLOPs of one :meth:`forward` for ``bands`` bands (what ``FlopCounterMode`` counts)."""
+        e, seq = self.planes, self.num_weight_tokens + bands + 1
+        residual_mlp = 2 * 2 * bands * e * e
+        attention = 2 * seq * e * 3 * e + 2 * 2 * seq * seq * e + 2 * seq * e * e
+        ffn = 2 * 2 * seq * e * self.ffn
+        heads = 2 * bands * e * self.kernel_size**2 * self.dim + 2 * e * self.dim
+        return residual_mlp + attention + ffn + heads
+
+    @torch.no_grad()
+    def init_random(self, generator: torch.Generator, bands: int) -> None:
+        """Non-trivial weights: ``fc_weight`` is scaled so that the 0.01-scaled kernel keeps about unit gain over
+        a ``k x k x bands`` patch (at the official xavier init the embedding barely responds to the input)."""
+        kernel_gain = 100 / math.sqrt(self.planes * self.kernel_size**2 * bands)
+        for name, p in self.named_parameters():
+            if "norm" in name:
+                fill = 1.0 if name.endswith("weight") else 0.0
+                p.copy_(fill + 0.1 * torch.randn(p.shape, generator=generator))
+            elif name.endswith("_token") or name.endswith("_tokens"):
+                p.copy_(torch.randn(p.shape, generator=generator))
+            elif name.endswith("bias"):
+                p.copy_(0.02 * torch.randn(p.shape, generator=generator))
+            else:
+                std = kernel_gain if name == "weight_generator.fc_weight.weight" else p.shape[1] ** -0.5
+                p.copy_(std * torch.randn(p.shape, generator=generator))
+
+
+def check_spectral_list(name: str, values, bands: int, what: str) -> tuple[float, ...]:
+    """A list/tuple/1-D tensor of ``bands`` finite numbers -> a tuple of floats (TypeError/ValueError otherwise)."""
+    if isinstance(values, torch.Tensor):
+        if values.dim() != 1:
+            raise ValueError(f"{name}: {what} must be 1-D (one value per band), got shape {tuple(values.shape)}")
+        values = values.detach().cpu().double().tolist()
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{name}: {what} must be a list of numbers (one per band), got {type(values).__name__}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise TypeError(f"{name}: {what} must be numbers, got {list(values)!r}")
+    values = tuple(float(v) for v in values)
+    if len(values) != bands:
+        raise ValueError(f"{name}: got {len(values)} {what} for {bands} bands; pass one value per band of x")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{name}: {what} must be finite, got {list(values)}")
+    return values
+
+
+def patch_grid(cfg: ModelCfg, height: int, width: int) -> tuple[int, int]:
+    """Patch grid of the stride-``k``, padding-1 convolution for a size that passed ``check_image_size``."""
+    k = cfg.arch.patch_size
+    return (height + 2 - k) // k + 1, (width + 2 - k) // k + 1
+
+
+def check_multiple_of_patch(cfg: ModelCfg, height: int, width: int) -> None:
+    """``ValueError`` unless the image size is a positive multiple of the patch size."""
+    p = cfg.arch.patch_size
+    if height < p or width < p or height % p or width % p:
+        raise ValueError(f"{cfg.name}: image size {height}x{width} is not a positive multiple of the patch size {p} "
+                         f"(default input {cfg.arch.img_size}x{cfg.arch.img_size})")
+
+
+@dataclass(frozen=True)
+class DOFAArch:
+    """Architecture of a DOFA encoder; ``load(name, **overrides)`` may replace any field."""
+
+    img_size: int = 224
+    patch_size: int = 16
+    dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    norm_eps: float = 1e-6
+    layer_scale: bool = False
+    wv_planes: int = 128
+
+    def __post_init__(self) -> None:
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if self.img_size % self.patch_size:
+            raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+
+    @property
+    def grid(self) -> int:
+        return self.img_size // self.patch_size
+
+    def block_spec(self) -> BlockSpec:
+        return BlockSpec(dim=self.dim, num_heads=self.num_heads, head_dim=self.dim // self.num_heads,
+                         mlp_hidden=int(self.dim * self.mlp_ratio), qkv_bias=True, norm_eps=self.norm_eps,
+                         layer_scale=self.layer_scale)
+
+
+# Sentinel-2 wavelengths in micrometres. The nine bands DOFA was pretrained on (SatlasPretrain) use the DOFA README's
+# values; B01, B8A and B09 are not in its pretraining data and take TerraTorch's DOFA table.
+S2_WAVELENGTHS_UM = {"B01": 0.44, "B02": 0.49, "B03": 0.56, "B04": 0.665, "B05": 0.705, "B06": 0.74, "B07": 0.783,
+                     "B08": 0.842, "B8A": 0.864, "B09": 0.945, "B11": 1.61, "B12": 2.19}
+S2_L2A_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+
+
+class DOFA(SlimModel):
+    """DOFA v1 (``OFAViT`` / torchgeo ``DOFA``): dynamic patch embedding, stored sin-cos positions, no final norm.
+
+    ``run(x, width, wavelengths=[...])``: one wavelength in micrometres per band of ``x``; by default the
+    wavelengths of ``cfg.bands``. Other image sizes (multiples of the patch size) resample ``pos_embed``
+    bicubically, as MAE's ``interpolate_pos_embed`` does at fine-tuning time.
+    """
+
+    extra_inputs = ("wavelengths",)
+    any_band_count = True  # the kernel is generated for whatever bands the wavelengths describe
+    default_wavelengths: dict[str, float] = S2_WAVELENGTHS_UM
+
+    def __init__(self, cfg: ModelCfg, final_norm: bool = False) -> None:
+        arch: DOFAArch = cfg.arch
+        super().__init__(cfg, [arch.block_spec()] * arch.depth, arch.dim, arch.norm_eps, final_norm=final_norm)
+        self.cls_token = meta_param(1, 1, arch.dim)
+        self.pos_embed = meta_param(1, 1 + arch.grid**2, arch.dim)
+        self.patch_embed = HyperPatchEmbed(arch.wv_planes, arch.patch_size, arch.dim)
+        self.kernel_cache = KernelCache()
+
+    # -- inputs ------------------------------------------------------------------------------------
+    def wavelengths(self, bands: int, wavelengths=None) -> tuple[float, ...]:
+        """Validated wavelengths (µm) for ``bands`` bands; ``None`` -> those of ``cfg.bands``."""
+        name = self.cfg.name
+        if wavelengths is None:
+            if bands != len(self.cfg.bands):
+                raise ValueError(f"{name}: x has {bands} bands; pass wavelengths=[...] (micrometres, one per band)")
+            return tuple(self.default_wavelengths[b] for b in self.cfg.bands)
+        values = check_spectral_list(name, wavelengths, bands, "wavelengths")
+        if max(values) > 100:
+            raise ValueError(f"{name}: wavelengths {list(values)} look like nanometres; DOFA takes micrometres "
+                             f"(e.g. 0.665 for Sentinel-2 B04, 5.405 for Sentinel-1)")
+        if min(values) <= 0:
+            raise ValueError(f"{name}: wavelengths must be positive (micrometres), got {list(values)}")
+        return values
+
+    def spectral_embedding(self, wavelengths: tuple[float, ...]) -> torch.Tensor:
+        """``[C, wv_planes]``: sin-cos of ``λ·1000`` (``[sin | cos]`` halves, ``ω_i = 10000^(-i/64)``).
+
+        Computed in float32 step by step as the official code does: the trained hypernetwork has only ever seen
+        these values, and at ``λ·1000 ~ 2000`` float32 rounding moves the phases by ~1e-4.
+        """
+        planes = self.cfg.arch.wv_planes
+        pos = torch.tensor(wavelengths, dtype=torch.float32) * 1000
+        omega = 1.0 / 10000 ** (torch.arange(planes // 2, dtype=torch.float32) / (planes / 2.0))
+        angles = pos[:, None] * omega
+        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+    def conv_kernel(self, wavelengths: tuple[float, ...], dtype: torch.dtype, device: torch.device
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The generated kernel and bias in ``dtype`` (computed in at least float32; cached per wavelength set)."""
+        compute = torch.promote_types(dtype, torch.float32)
+
+        def make() -> tuple[torch.Tensor, torch.Tensor]:
+            weight, bias = self.patch_embed(self.spectral_embedding(wavelengths).to(device, compute))
+            return weight.to(dtype).contiguous(), bias.to(dtype)  # contiguous: no per-call copy in conv2d
+
+        return self.kernel_cache.get((wavelengths, dtype, device), self.patch_embed.parameters(), make)
+
+    # -- family hooks ------------------------------------------------------------------------------
+    def check_image_size(self, height: int, width: int) -> None:
+        check_multiple_of_patch(self.cfg, height, width)
+
+    def num_tokens(self, height: int, width: int) -> int:
+        rows, cols = patch_grid(self.cfg, height, width)
+        return self.num_prefix_tokens + rows * cols
+
+    def stem_flops(self, height: int, width: int) -> int:
+        """The patch convolution plus one pass of the hypernetwork (what an uncached forward computes)."""
+        arch, bands = self.cfg.arch, len(self.cfg.bands)
+        patches = self.num_tokens(height, width) - self.num_prefix_tokens
+        return patch_embed_flops(patches, bands, arch.patch_size, arch.dim) + self.patch_embed.flops(bands)
+
+    def embed(self, x: torch.Tensor, wavelengths=None) -> torch.Tensor:
+        waves = self.wavelengths(x.shape[1], wavelengths)
+        weight, bias = self.conv_kernel(waves, x.dtype, x.device)
+        k = self.cfg.arch.patch_size
+        tokens = F.conv2d(x, weight, bias, stride=k, padding=1)
+        grid = tuple(tokens.shape[-2:])
+        tokens = tokens.flatten(2).transpose(1, 2)
+        pos = self.pos_embed.to(x.dtype)
+        if grid != (self.cfg.arch.grid,) * 2:
+            pos = resample_abs_pos_embed(pos, list(grid), num_prefix_tokens=1, interpolation="bicubic",
+                                         antialias=False)
+        cls = (self.cls_token.to(x.dtype) + pos[:, :1]).expand(x.shape[0], -1, -1)
+        return torch.cat([cls, tokens + pos[:, 1:]], dim=1)
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``fc_norm(mean of the patch tokens)`` with ``fc_norm`` at its initial value (it is in no checkpoint)."""
+        return F.layer_norm(tokens[:, self.num_prefix_tokens:].mean(dim=1), (self.dim,), eps=self.norm_eps)
+
+    @torch.no_grad()
+    def init_stem_random(self, generator: torch.Generator) -> None:
+        self.patch_embed.init_random(generator, len(self.cfg.bands))
+        self.cls_token.copy_(0.5 * torch.randn(self.cls_token.shape, generator=generator))
+        self.pos_embed.copy_(0.5 * torch.randn(self.pos_embed.shape, generator=generator))
+
+
+class DOFAv2(DOFA):
+    """DOFA v2 (``DOFAViT``): ``k = 14``, learned ``pos_embed``, LayerScale and a final norm (``model.norm``).
+
+    The official v2 code defines no classification output (it returns intermediate feature maps); the pooled
+    embedding here follows the DOFA family's global-pool convention: the mean of the final-normed patch tokens.
+    """
+
+    def __init__(self, cfg: ModelCfg) -> None:
+        super().__init__(cfg, final_norm=True)
+
+    def convert_checkpoint(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``model.*`` (the wrapped timm ViT) -> top-level names; ``patch_embed.*`` is already top level."""
+        return {key.removeprefix("model."): value for key, value in state.items()}
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, self.num_prefix_tokens:].mean(dim=1)
+
+
+_V1_FORMAT = CheckpointFormat(container_keys=(), strip_prefixes=("module.",), drop_prefixes=())
+# The flat file loaded with strict=True by dofa_v2.py; its top-level ``norm.*`` is never used in the forward pass
+# (the timm ViT's own ``model.norm`` is).
+_V2_FORMAT = CheckpointFormat(container_keys=(), strip_prefixes=("module.",), drop_prefixes=("norm.",))
+_PAPER = "Xiong et al., Neural Plasticity-Inspired Multimodal Foundation Model for Earth Observation, arXiv 2403.15356"
+_LICENSE = "MIT (code, zhu-xlab/DOFA); the weights' terms are not stated"
+_INPUT_SCALE = ("sensor-dependent: standardise each band with your dataset's own statistics before run() (DOFA's "
+                "README uses 0-255-scaled per-sensor statistics); normalize() is the identity (mean 0, std 1)")
+_BANDS = dict(bands=S2_L2A_BANDS, mean=(0.0,) * 12, std=(1.0,) * 12, input_scale=_INPUT_SCALE)
+_V1_POOLED = ("LayerNorm without affine (fc_norm at its initial value; not in the checkpoint) over the mean of the "
+              "patch tokens; tokens carry no final norm (as torchgeo's DOFA)")
+_V1_DESCRIPTION = ("DOFA {size} v1 ViT-{short}/16, MAE-pretrained on SatlasPretrain, Five-Billion-Pixels and "
+                   "HySpecNet-11k; wavelength-conditioned patch embedding (new kernel layout, torchgeo's weights); "
+                   "12 Sentinel-2 L2A bands by default, other wavelengths via wavelengths=[...] (micrometres); "
+                   "flops() includes the kernel hypernetwork, which is cached per wavelength set")
+
+register_model(ModelCfg(
+    name="dofa_base",
+    aliases=("dofa_base_patch16_224",),
+    family="dofa",
+    model_cls=DOFA,
+    arch=DOFAArch(patch_size=16, dim=768, depth=12, num_heads=12),
+    description=_V1_DESCRIPTION.format(size="base", short="B"),
+    **_BANDS,
+    pooled=_V1_POOLED,
+    checkpoint=_V1_FORMAT,
+    weights_url="https://hf.co/torchgeo/dofa/resolve/b8db318b64a90b9e085ec04ba8851233c5893666/"
+                "dofa_base_patch16_224-a0275954.pth",
+    license=_LICENSE,
+    paper=_PAPER,
+))
+
+register_model(ModelCfg(
+    name="dofa_large",
+    aliases=("dofa_large_patch16_224",),
+    family="dofa",
+    model_cls=DOFA,
+    arch=DOFAArch(patch_size=16, dim=1024, depth=24, num_heads=16),
+    description=_V1_DESCRIPTION.format(size="large", short="L"),
+    **_BANDS,
+    pooled=_V1_POOLED,
+    checkpoint=_V1_FORMAT,
+    weights_url="https://hf.co/torchgeo/dofa/resolve/b8db318b64a90b9e085ec04ba8851233c5893666/"
+                "dofa_large_patch16_224-0ff904d3.pth",
+    license=_LICENSE,
+    paper=_PAPER,
+))
+
+_V2_POOLED = ("mean of the final-normed (model.norm) patch tokens; the official v2 code defines no classification "
+              "output, this follows the DOFA global-pool convention")
+
+for _size, _dim, _depth, _heads in (("base", 768, 12, 12), ("large", 1024, 24, 16)):
+    register_model(ModelCfg(
+        name=f"dofa_v2_{_size}",
+        family="dofa",
+        model_cls=DOFAv2,
+        arch=DOFAArch(patch_size=14, dim=_dim, depth=_depth, num_heads=_heads, layer_scale=True),
+        description=(f"DOFA v2 {_size} ViT-{_size[0].upper()}/14 (150 epochs): wavelength-conditioned patch "
+                     "embedding, learned positions, LayerScale; 12 Sentinel-2 L2A bands by default, other "
+                     "wavelengths via wavelengths=[...] (micrometres); flops() includes the kernel hypernetwork"),
+        **_BANDS,
+        pooled=_V2_POOLED,
+        checkpoint=_V2_FORMAT,
+        weights_url=f"https://huggingface.co/earthflow/DOFA/resolve/main/dofav2_vit_{_size}_e150.pth",
+        license=_LICENSE,
+        paper=_PAPER,
+    ))
