@@ -8,8 +8,8 @@ divisible by 16 get divisibility hints, as the JIT does) are the ones a real lau
 compiled at every configuration of the module's ``CONFIGS`` table that its heuristic chooses from.
 
 By default each configuration is compiled in each dtype with the heaviest variant (attention: also without a bias,
-which has its own configurations) and every constexpr variant in bf16 at one configuration: 110 compiles, about
-80-100 s of CPU (45-60 s on 2 idle cores, cold cache). ``SLIMKERN_AOT_ALL=1`` compiles the full product (436).
+which has its own configurations) and every constexpr variant in bf16 at one configuration: 108 compiles, about
+80-100 s of CPU (45-60 s on 2 idle cores, cold cache). ``SLIMKERN_AOT_ALL=1`` compiles the full product (432).
 Compiles land in Triton's cache dir, so a rerun takes seconds.
 """
 

@@ -136,7 +136,9 @@ def candidate_configs(dtype: torch.dtype, block_d: int, has_bias: bool) -> tuple
     if dtype not in CONFIGS or block_d not in CONFIGS[dtype]:
         raise ValueError(f"attention: no configuration for dtype {dtype} and padded head dim {block_d}")
     configs = CONFIGS[dtype][block_d]
-    return tuple(cfg._replace(block_n=min(cfg.block_n, BIAS_MAX_BLOCK_N)) for cfg in configs) if has_bias else configs
+    if has_bias:
+        configs = tuple(dict.fromkeys(cfg._replace(block_n=min(cfg.block_n, BIAS_MAX_BLOCK_N)) for cfg in configs))
+    return configs
 
 
 def _pick_config(
