@@ -80,15 +80,22 @@ class SlimModel(nn.Module):
         raise NotImplementedError
 
     def num_tokens(self, height: int, width: int) -> int:
-        """Sequence length ``N`` for an image of ``height x width`` pixels."""
-        raise NotImplementedError
+        """Sequence length ``N`` for an image of ``height x width`` pixels (default: prefix tokens plus one
+        token per ``cfg.arch.patch_size`` patch)."""
+        p = self.cfg.arch.patch_size
+        return self.num_prefix_tokens + (height // p) * (width // p)
 
     def stem_flops(self, height: int, width: int) -> int:
         """FLOPs of the (unslimmed) stem for one image."""
         raise NotImplementedError
 
     def check_image_size(self, height: int, width: int) -> None:
-        """Raise ``ValueError`` if the stem cannot take an image of this size."""
+        """Raise ``ValueError`` if the stem cannot take an image of this size (default: both sides a positive
+        multiple of ``cfg.arch.patch_size``)."""
+        p = self.cfg.arch.patch_size
+        if height < p or width < p or height % p or width % p:
+            raise ValueError(f"{self.cfg.name}: image size {height}x{width} is not a positive multiple of the "
+                             f"patch size {p} (default input {self.cfg.arch.img_size}x{self.cfg.arch.img_size})")
 
     def attention_bias(self, height: int, width: int, dtype: torch.dtype) -> torch.Tensor | None:
         """Additive attention-logit bias ``[H, N, N]`` of every self-attention for an image of ``height x width``

@@ -40,11 +40,9 @@ from .dofa import (
     HyperPatchEmbed,
     KernelCache,
     affine,
-    check_multiple_of_patch,
     check_spectral_list,
     linear_params,
     meta_param,
-    patch_grid,
 )
 
 # Sentinel-2 L2A bands with centre wavelengths and bandwidths in nanometres (Copernicus-Bench's S2 configs).
@@ -186,13 +184,6 @@ class CopernicusFM(SlimModel):
         return total[:, None]
 
     # -- family hooks ------------------------------------------------------------------------------
-    def check_image_size(self, height: int, width: int) -> None:
-        check_multiple_of_patch(self.cfg, height, width)
-
-    def num_tokens(self, height: int, width: int) -> int:
-        rows, cols = patch_grid(self.cfg, height, width)
-        return self.num_prefix_tokens + rows * cols
-
     def stem_flops(self, height: int, width: int) -> int:
         """The patch convolution, one pass of the hypernetwork and the three metadata projections."""
         arch, bands = self.cfg.arch, len(self.cfg.bands)

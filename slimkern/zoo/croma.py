@@ -221,16 +221,6 @@ class CROMA(SlimModel):
         return self.flops(width, mode=mode, image_size=image_size, modality=modality) / full
 
     # -- family hooks -------------------------------------------------------------------------------------------
-    def check_image_size(self, height: int, width: int) -> None:
-        p = self.cfg.arch.patch_size
-        if height < p or width < p or height % p or width % p:
-            raise ValueError(f"{self.cfg.name}: image size {height}x{width} is not a positive multiple of the "
-                             f"patch size {p} (default input {self.cfg.arch.img_size}x{self.cfg.arch.img_size})")
-
-    def num_tokens(self, height: int, width: int) -> int:
-        p = self.cfg.arch.patch_size
-        return (height // p) * (width // p)
-
     def stem_flops(self, height: int, width: int, modality: str = "optical") -> int:
         _check_modality(modality)
         bands = {"optical": len(OPTICAL_BANDS), "radar": len(RADAR_BANDS)}.get(modality, len(OPTICAL_BANDS)

@@ -208,20 +208,6 @@ def check_spectral_list(name: str, values, bands: int, what: str) -> tuple[float
     return values
 
 
-def patch_grid(cfg: ModelCfg, height: int, width: int) -> tuple[int, int]:
-    """Patch grid of the stride-``k``, padding-1 convolution for a size that passed ``check_image_size``."""
-    k = cfg.arch.patch_size
-    return (height + 2 - k) // k + 1, (width + 2 - k) // k + 1
-
-
-def check_multiple_of_patch(cfg: ModelCfg, height: int, width: int) -> None:
-    """``ValueError`` unless the image size is a positive multiple of the patch size."""
-    p = cfg.arch.patch_size
-    if height < p or width < p or height % p or width % p:
-        raise ValueError(f"{cfg.name}: image size {height}x{width} is not a positive multiple of the patch size {p} "
-                         f"(default input {cfg.arch.img_size}x{cfg.arch.img_size})")
-
-
 @dataclass(frozen=True)
 class DOFAArch:
     """Architecture of a DOFA encoder; ``load(name, **overrides)`` may replace any field."""
@@ -319,13 +305,6 @@ class DOFA(SlimModel):
         return self.kernel_cache.get((wavelengths, dtype, device), self.patch_embed.parameters(), make)
 
     # -- family hooks ------------------------------------------------------------------------------
-    def check_image_size(self, height: int, width: int) -> None:
-        check_multiple_of_patch(self.cfg, height, width)
-
-    def num_tokens(self, height: int, width: int) -> int:
-        rows, cols = patch_grid(self.cfg, height, width)
-        return self.num_prefix_tokens + rows * cols
-
     def stem_flops(self, height: int, width: int) -> int:
         """The patch convolution plus one pass of the hypernetwork (what an uncached forward computes)."""
         arch, bands = self.cfg.arch, len(self.cfg.bands)

@@ -171,16 +171,6 @@ class Panopticon(SlimModel):
         return torch.stack(rows)
 
     # -- family hooks ------------------------------------------------------------------------------
-    def check_image_size(self, height: int, width: int) -> None:
-        p = self.cfg.arch.patch_size
-        if height < p or width < p or height % p or width % p:
-            raise ValueError(f"{self.cfg.name}: image size {height}x{width} is not a positive multiple of the "
-                             f"patch size {p} (default input {self.cfg.arch.img_size}x{self.cfg.arch.img_size})")
-
-    def num_tokens(self, height: int, width: int) -> int:
-        p = self.cfg.arch.patch_size
-        return self.num_prefix_tokens + (height // p) * (width // p)
-
     def stem_flops(self, height: int, width: int) -> int:
         """Per-band convolution, key and value projections, query-key scores and weighted sum over the bands,
         and the output projection, for ``arch.in_chans`` bands."""

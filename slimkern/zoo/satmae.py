@@ -104,12 +104,6 @@ class GroupChannelViT(SlimModel):
             embed.proj.bias = nn.Parameter(torch.empty(arch.dim, **meta), requires_grad=False)
             self.patch_embed.append(embed)
 
-    def check_image_size(self, height: int, width: int) -> None:
-        p = self.cfg.arch.patch_size
-        if height < p or width < p or height % p or width % p:
-            raise ValueError(f"{self.cfg.name}: image size {height}x{width} is not a positive multiple of the "
-                             f"patch size {p} (default input {self.cfg.arch.img_size}x{self.cfg.arch.img_size})")
-
     def num_tokens(self, height: int, width: int) -> int:
         p, groups = self.cfg.arch.patch_size, self.cfg.arch.channel_groups
         return self.num_prefix_tokens + len(groups) * (height // p) * (width // p)

@@ -119,16 +119,6 @@ class TerraMind(SlimModel):
         embedding.mod_emb = _param(1, 1, arch.dim)
         self.encoder_embeddings = nn.ModuleDict({S2L2A: embedding})
 
-    def check_image_size(self, height: int, width: int) -> None:
-        p = self.cfg.arch.patch_size
-        if height < p or width < p or height % p or width % p:
-            raise ValueError(f"{self.cfg.name}: image size {height}x{width} is not a positive multiple of the "
-                             f"patch size {p} (default input {self.cfg.arch.img_size}x{self.cfg.arch.img_size})")
-
-    def num_tokens(self, height: int, width: int) -> int:
-        p = self.cfg.arch.patch_size
-        return (height // p) * (width // p)
-
     def stem_flops(self, height: int, width: int) -> int:
         arch = self.cfg.arch
         return patch_embed_flops(self.num_tokens(height, width), arch.in_chans, arch.patch_size, arch.dim)

@@ -70,16 +70,6 @@ class ViT(SlimModel):
         self.patch_embed.proj.weight = nn.Parameter(torch.empty(arch.dim, c, p, p, **meta), requires_grad=False)
         self.patch_embed.proj.bias = nn.Parameter(torch.empty(arch.dim, **meta), requires_grad=False)
 
-    def check_image_size(self, height: int, width: int) -> None:
-        p = self.cfg.arch.patch_size
-        if height < p or width < p or height % p or width % p:
-            raise ValueError(f"{self.cfg.name}: image size {height}x{width} is not a positive multiple of the "
-                             f"patch size {p} (default input {self.cfg.arch.img_size}x{self.cfg.arch.img_size})")
-
-    def num_tokens(self, height: int, width: int) -> int:
-        p = self.cfg.arch.patch_size
-        return self.num_prefix_tokens + (height // p) * (width // p)
-
     def stem_flops(self, height: int, width: int) -> int:
         arch = self.cfg.arch
         patches = self.num_tokens(height, width) - self.num_prefix_tokens
