@@ -44,8 +44,9 @@ class TorchBackend(Backend):
         rows = 3 * plan.attn_width
         qkv_bias = block.attn.qkv.bias
         qkv = F.linear(h, block.attn.qkv.weight[:rows], None if qkv_bias is None else qkv_bias[:rows])
-        # columns are (j, t, h): -> q, k, v each [B, H, N, d_k']
-        q, k, v = qkv.view(batch, tokens, kept, 3, heads).permute(3, 0, 4, 1, 2).unbind(0)
+        # columns are (j, t, h): -> q, k, v each [B, H, N, d_k']. One activation copy into a contiguous
+        # layout: SDPA's fused CPU/GPU kernels want unit-stride head dims (strided inputs cost 2-5x more)
+        q, k, v = qkv.view(batch, tokens, kept, 3, heads).permute(3, 0, 4, 1, 2).contiguous().unbind(0)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=plan.scale)
         y = _out_projection(o, block.attn.proj, plan)
         return y * block.ls1.gamma if block.ls1 is not None else y
