@@ -31,19 +31,28 @@ from slimkern.zoo.vit import to_timm
 WIDTHS = (1.0, 0.5, 0.25, 0.1, 0.01)
 
 
-def median_ms(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` in ms after two warm-up calls, synchronising on CUDA."""
+def interleaved_median_ms(fns: dict, repeats: int) -> dict[str, float]:
+    """Median wall time in ms of each function, timed in interleaved rounds (one call of each per round) so that
+    drift of the machine's speed hits every provider alike; two warm-up rounds; synchronises on CUDA."""
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(repeats + 2):
+        for name, fn in fns.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            if round_ >= 2:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) * 1e3 for name, values in times.items()}
+
+
+def on_backend(model: slimkern.SlimModel, backend: str, x: torch.Tensor, width: float):
+    def fn():
+        model.backend_name = backend
+        return model.run(x, width)
+
+    return fn
 
 
 def machine(device: str) -> str:
@@ -66,22 +75,23 @@ def run(model_name: str, batches: list[int], widths: list[float], backends: list
     rows = []
     for batch in batches:
         x = torch.randn(batch, bands, size, size, device=device, dtype=dtype)
-        with torch.no_grad():
-            timm_ms = median_ms(lambda x=x: vit(x), repeats)
         for width in widths:
             plan = model.plan(width)
             row = {"batch": batch, "width": width, "d_k": plan.blocks[0].head_dim, "d_h": plan.blocks[0].mlp_hidden,
-                   "relative_flops": model.relative_flops(width), "timm_full_width_ms": timm_ms}
+                   "relative_flops": model.relative_flops(width)}
             dense = materialise(model, plan)
-            row["dense_eager_ms"] = median_ms(lambda d=dense, p=plan, x=x: dense_forward(model, d, p, x), repeats)
+            fns = {"dense_eager": lambda d=dense, p=plan, x=x: dense_forward(model, d, p, x)}
             if compile_dense:
                 compiled = torch.compile(dense_forward)
-                row["dense_compiled_ms"] = median_ms(lambda c=compiled, d=dense, p=plan, x=x: c(model, d, p, x),
-                                                     repeats)
-            del dense  # one dense copy at a time
+                fns["dense_compiled"] = lambda c=compiled, d=dense, p=plan, x=x: c(model, d, p, x)
+            if width == 1.0:
+                fns["timm"] = lambda x=x: vit(x)
+            fns.update({backend: on_backend(model, backend, x, width) for backend in backends})
+            with torch.no_grad():
+                row.update({f"{name}_ms": ms for name, ms in interleaved_median_ms(fns, repeats).items()})
+            del dense, fns  # one dense copy at a time
             for backend in backends:
                 model.backend_name = backend
-                row[f"{backend}_ms"] = median_ms(lambda w=width, x=x: model.run(x, w), repeats)
                 row[f"{backend}_max_abs_error"] = model.validate(x[:1], width).max_abs_error
             rows.append(row)
     for row in rows:
@@ -90,7 +100,7 @@ def run(model_name: str, batches: list[int], widths: list[float], backends: list
             row[f"{backend}_vs_dense"] = row[f"{backend}_ms"] / row["dense_eager_ms"]
             row[f"{backend}_time_vs_flops"] = (row[f"{backend}_ms"] / full[f"{backend}_ms"]) / row["relative_flops"]
             if row["width"] == 1.0:
-                row[f"{backend}_vs_timm"] = row[f"{backend}_ms"] / row["timm_full_width_ms"]
+                row[f"{backend}_vs_timm"] = row[f"{backend}_ms"] / row["timm_ms"]
     return {"model": model.cfg.name, "device": device, "dtype": str(dtype).removeprefix("torch."),
             "machine": machine(device), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
             "timm": timm.__version__, "date": datetime.date.today().isoformat(), "backends": backends, "rows": rows}
