@@ -8,18 +8,7 @@ import pytest
 import torch
 
 from slimkern.backends.triton import attention, sliced_linear
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
-DTYPES = pytest.mark.parametrize("dtype", list(TOL), ids=["fp32", "bf16", "fp16"])
-
-
-def _assert_close(out: torch.Tensor, ref: torch.Tensor, tol: float) -> None:
-    assert out.shape == ref.shape, (out.shape, ref.shape)
-    bad = (~torch.isfinite(out)).sum().item()
-    assert bad == 0, f"{bad} of {out.numel()} outputs not finite (unwritten or read out of bounds)"
-    err = ((out.double() - ref).norm() / ref.norm()).item()
-    assert err < tol, f"relative error {err:.3e} >= {tol:.0e}"
+from tests.backends.kernel_checks import DEVICE, DTYPES, TOL, assert_close
 
 
 def _reference(q, k, v, scale, bias=None) -> torch.Tensor:
@@ -82,7 +71,7 @@ def test_matches_reference(dtype, batch, heads, n_q, n_k, d, bias_kind, layout, 
 
     ref = _reference(q, k, v, d**-0.5, bias)
     assert o is out
-    _assert_close(o, _to_bnjh(ref) if out_layout == "bnjh" else ref, TOL[dtype])
+    assert_close(o, _to_bnjh(ref) if out_layout == "bnjh" else ref, TOL[dtype])
 
 
 def test_large_logits_and_masking_bias():
@@ -91,14 +80,14 @@ def test_large_logits_and_masking_bias():
     bias = torch.where(torch.rand(2, 40, 70, device=DEVICE) < 0.8, -1e4, 0.0)
     bias[..., 0] = 0.0  # every query keeps at least one key
     o = attention(q * 30, k, v, scale=0.25, bias=bias, out_layout="bhnd")
-    _assert_close(o, _reference(q * 30, k, v, 0.25, bias), TOL[torch.float32])
+    assert_close(o, _reference(q * 30, k, v, 0.25, bias), TOL[torch.float32])
 
 
 def test_allocated_bnjh_output_has_aligned_rows():
     q, k, v = _qkv(2, 3, 17, 17, 6, torch.float32, "qkv")
     o = attention(q, k, v, scale=0.4)
     assert o.shape == (2, 17, 18) and o.stride() == (17 * 32, 32, 1)
-    _assert_close(o.view(34, 18), _to_bnjh(_reference(q, k, v, 0.4)).reshape(34, 18), TOL[torch.float32])
+    assert_close(o.view(34, 18), _to_bnjh(_reference(q, k, v, 0.4)).reshape(34, 18), TOL[torch.float32])
 
 
 @DTYPES
@@ -132,7 +121,7 @@ def test_slimmed_attention_block_chain(dtype):
     attn = torch.softmax(q @ k.transpose(-1, -2) * scale, dim=-1) @ v  # [B, H, N, d']
     wo_nat = w_o.double().view(width, d_k, heads).permute(0, 2, 1)[:, :, :d_slim].reshape(width, -1)  # (h, j)
     ref = x.double() + attn.transpose(1, 2).reshape(batch * tokens, -1) @ wo_nat.T + b_o.double()
-    _assert_close(y, ref, TOL[dtype])
+    assert_close(y, ref, TOL[dtype])
 
 
 def test_bad_arguments_raise():

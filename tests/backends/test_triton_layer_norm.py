@@ -9,18 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from slimkern.backends.triton import layer_norm
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
-DTYPES = pytest.mark.parametrize("dtype", list(TOL), ids=["fp32", "bf16", "fp16"])
-
-
-def _assert_close(out: torch.Tensor, ref: torch.Tensor, tol: float) -> None:
-    assert out.shape == ref.shape, (out.shape, ref.shape)
-    bad = (~torch.isfinite(out)).sum().item()
-    assert bad == 0, f"{bad} of {out.numel()} outputs not finite (unwritten)"
-    err = ((out.double() - ref).norm() / ref.norm()).item()
-    assert err < tol, f"relative error {err:.3e} >= {tol:.0e}"
+from tests.backends.kernel_checks import DEVICE, DTYPES, TOL, assert_close
 
 
 def _strided(m: int, d: int, dtype, mean: float = 0.0) -> torch.Tensor:
@@ -48,11 +37,11 @@ def test_matches_reference(dtype, m, d, affine, has_residual):
     if has_residual:
         y, s_out = result
         assert s_out is residual_out and s_out.dtype == dtype
-        _assert_close(s_out, s, TOL[dtype])
+        assert_close(s_out, s, TOL[dtype])
     else:
         y = result
     assert y is out and y.dtype == dtype
-    _assert_close(y, ref, TOL[dtype])
+    assert_close(y, ref, TOL[dtype])
 
 
 def test_bias_only_and_allocated_outputs():
@@ -60,8 +49,8 @@ def test_bias_only_and_allocated_outputs():
     bias = torch.randn(40, device=DEVICE)
     y, s = layer_norm(x, None, bias, 1e-5, residual=r)
     assert y.is_contiguous() and s.is_contiguous()
-    _assert_close(s, x.double() + r.double(), TOL[torch.float32])
-    _assert_close(y, F.layer_norm(s.double(), (40,), None, bias.double(), 1e-5), TOL[torch.float32])
+    assert_close(s, x.double() + r.double(), TOL[torch.float32])
+    assert_close(y, F.layer_norm(s.double(), (40,), None, bias.double(), 1e-5), TOL[torch.float32])
 
 
 def test_large_eps_and_constant_rows():
@@ -70,7 +59,7 @@ def test_large_eps_and_constant_rows():
     x[1] = 5.0
     w, b = torch.randn(96, device=DEVICE), torch.randn(96, device=DEVICE)
     y = layer_norm(x, w, b, 0.5)
-    _assert_close(y, F.layer_norm(x.double(), (96,), w.double(), b.double(), 0.5), TOL[torch.float32])
+    assert_close(y, F.layer_norm(x.double(), (96,), w.double(), b.double(), 0.5), TOL[torch.float32])
 
 
 def test_bad_arguments_raise():

@@ -9,18 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from slimkern.backends.triton import sliced_linear
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
-DTYPES = pytest.mark.parametrize("dtype", list(TOL), ids=["fp32", "bf16", "fp16"])
-
-
-def _assert_close(out: torch.Tensor, ref: torch.Tensor, tol: float) -> None:
-    assert out.shape == ref.shape, (out.shape, ref.shape)
-    bad = (~torch.isfinite(out)).sum().item()
-    assert bad == 0, f"{bad} of {out.numel()} outputs not finite (unwritten or read outside the kept prefix)"
-    err = ((out.double() - ref).norm() / ref.norm()).item()
-    assert err < tol, f"relative error {err:.3e} >= {tol:.0e}"
+from tests.backends.kernel_checks import DEVICE, DTYPES, TOL, assert_close
 
 
 def _poisoned_weight(n_full: int, k_full: int, n_out: int, k_in: int, dtype) -> torch.Tensor:
@@ -82,7 +71,7 @@ def test_matches_reference(dtype, m, k_in, k_full, n_out, n_full, activation, ha
                       out=out)  # fmt: skip
 
     assert y is out and y.dtype == dtype
-    _assert_close(y, _reference(x, w, bias, n_out, k_in, activation, residual, gamma), TOL[dtype])
+    assert_close(y, _reference(x, w, bias, n_out, k_in, activation, residual, gamma), TOL[dtype])
 
 
 @DTYPES
@@ -102,7 +91,7 @@ def test_qkv_layout(dtype, d_slim, has_bias):
     ref = _reference(x, w, bias, n_out, width)  # [B*N, d'*3*H], column j*3H + t*H + h
     ref = ref.reshape(batch, tokens, d_slim, 3, heads).permute(3, 0, 4, 1, 2)
     assert qkv is out
-    _assert_close(qkv, ref, TOL[dtype])
+    assert_close(qkv, ref, TOL[dtype])
 
 
 def test_allocated_outputs_have_aligned_rows():
@@ -110,7 +99,7 @@ def test_allocated_outputs_have_aligned_rows():
     w = torch.randn(64, 40, device=DEVICE)
     y = sliced_linear(x, w, n_out=45, k_in=40)
     assert y.shape == (17, 45) and y.stride() == (48, 1)
-    _assert_close(y, _reference(x, w, None, 45, 40), TOL[torch.float32])
+    assert_close(y, _reference(x, w, None, 45, 40), TOL[torch.float32])
     qkv = sliced_linear(x[:16], w, n_out=18, k_in=40, qkv_heads=3, seq_len=8)
     assert qkv.shape == (3, 2, 3, 8, 2) and qkv.is_contiguous()
 
@@ -122,7 +111,7 @@ def test_weight_is_read_in_place_and_not_copied():
     y0 = sliced_linear(x, w, n_out=20, k_in=24)
     w[:20, :24] *= 2
     y1 = sliced_linear(x, w, n_out=20, k_in=24)
-    _assert_close(y1, 2 * y0.double(), TOL[torch.float32])
+    assert_close(y1, 2 * y0.double(), TOL[torch.float32])
 
 
 def _base_args(dtype=torch.float32):
