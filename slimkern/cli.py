@@ -43,7 +43,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"FFN {spec.mlp_hidden}, qkv bias {spec.qkv_bias}, LayerScale {spec.layer_scale}, LN eps {spec.norm_eps:g}",
         f"  input          {cfg.arch.img_size} px, patch {cfg.arch.patch_size}, "
         f"{model.num_tokens(cfg.arch.img_size, cfg.arch.img_size)} tokens",
-        f"  bands          {', '.join(cfg.bands)}",
+        f"  bands          {', '.join(cfg.bands)}" + (" (default; any band set via the inputs below)"
+                                                         if model.any_band_count else ""),
+        f"  run() inputs   x {' or '.join({4: '[B, C, H, W]', 5: '[B, C, T, H, W]'}[r] for r in model.input_ranks)}"
+        + "".join(f", {name}=" for name in model.extra_inputs),
         f"  input scale    {cfg.input_scale}",
         f"  normalisation  mean {list(cfg.mean)}",
         f"                 std  {list(cfg.std)}",

@@ -1,6 +1,7 @@
 import pytest
 
 from slimkern.cli import main
+from slimkern.registry import get_cfg, list_models
 
 
 def test_list(capsys):
@@ -15,6 +16,15 @@ def test_info(capsys):
     for text in ("depth 24, dim 1024, heads 16 x 64", "R, G, B", "0.4182007312774658", "torch: available",
                  "attn+ffn      0.1    6   409"):
         assert text in out, text
+
+
+@pytest.mark.parametrize("name", sorted({get_cfg(n).name for n in list_models()}))
+def test_info_for_every_model(name, capsys):
+    assert main(["info", name]) == 0
+    out = capsys.readouterr().out
+    cfg = get_cfg(name)
+    assert out.startswith(f"{name}: ") and cfg.bands[0] in out and "run() inputs   x [B, C, H, W]" in out
+    assert "attn+ffn    0.001" in out
 
 
 def test_flops_paper_grid(capsys):
