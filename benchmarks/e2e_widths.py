@@ -65,14 +65,31 @@ def machine(device: str) -> str:
         return platform.processor() or "unknown CPU"
 
 
+def add_ratios(row: dict, rows: list[dict], backends: list[str]) -> None:
+    """Ratios against the dense copy, the width-1.0 row of the same batch (t/F) and timm."""
+    full = row if row["width"] == 1.0 else next((r for r in rows if r["batch"] == row["batch"] and r["width"] == 1.0),
+                                                None)
+    for backend in backends:
+        row[f"{backend}_vs_dense"] = row[f"{backend}_ms"] / row["dense_eager_ms"]
+        if full is not None:
+            row[f"{backend}_time_vs_flops"] = (row[f"{backend}_ms"] / full[f"{backend}_ms"]) / row["relative_flops"]
+        if row["width"] == 1.0:
+            row[f"{backend}_vs_timm"] = row[f"{backend}_ms"] / row["timm_ms"]
+
+
 def run(model_name: str, batches: list[int], widths: list[float], backends: list[str], device: str,
-        dtype: torch.dtype, repeats: int, compile_dense: bool) -> dict:
+        dtype: torch.dtype, repeats: int, compile_dense: bool, progress=None) -> dict:
+    """Time every (batch, width); ``progress(result)`` is called after each row so a time limit keeps partial
+    results. ``torch.compile`` (each width compiles anew) runs at the largest batch only."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = slimkern.load(model_name, device=device, dtype=dtype)
     size, bands = model.cfg.arch.img_size, len(model.cfg.bands)
     vit = to_timm(model)
     rows = []
+    result = {"model": model.cfg.name, "device": device, "dtype": str(dtype).removeprefix("torch."),
+              "machine": machine(device), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
+              "timm": timm.__version__, "date": datetime.date.today().isoformat(), "backends": backends, "rows": rows}
     for batch in batches:
         x = torch.randn(batch, bands, size, size, device=device, dtype=dtype)
         for width in widths:
@@ -81,7 +98,7 @@ def run(model_name: str, batches: list[int], widths: list[float], backends: list
                    "relative_flops": model.relative_flops(width)}
             dense = materialise(model, plan)
             fns = {"dense_eager": lambda d=dense, p=plan, x=x: dense_forward(model, d, p, x)}
-            if compile_dense:
+            if compile_dense and batch == max(batches):
                 compiled = torch.compile(dense_forward)
                 fns["dense_compiled"] = lambda c=compiled, d=dense, p=plan, x=x: c(model, d, p, x)
             if width == 1.0:
@@ -93,17 +110,11 @@ def run(model_name: str, batches: list[int], widths: list[float], backends: list
             for backend in backends:
                 model.backend_name = backend
                 row[f"{backend}_max_abs_error"] = model.validate(x[:1], width).max_abs_error
+            add_ratios(row, rows, backends)
             rows.append(row)
-    for row in rows:
-        full = next(r for r in rows if r["batch"] == row["batch"] and r["width"] == 1.0)
-        for backend in backends:
-            row[f"{backend}_vs_dense"] = row[f"{backend}_ms"] / row["dense_eager_ms"]
-            row[f"{backend}_time_vs_flops"] = (row[f"{backend}_ms"] / full[f"{backend}_ms"]) / row["relative_flops"]
-            if row["width"] == 1.0:
-                row[f"{backend}_vs_timm"] = row[f"{backend}_ms"] / row["timm_ms"]
-    return {"model": model.cfg.name, "device": device, "dtype": str(dtype).removeprefix("torch."),
-            "machine": machine(device), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "timm": timm.__version__, "date": datetime.date.today().isoformat(), "backends": backends, "rows": rows}
+            if progress is not None:
+                progress(result)
+    return result
 
 
 def markdown(result: dict) -> str:
@@ -119,10 +130,10 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         cells = [str(r["batch"]), f"{r['width']:g}", str(r["d_k"]), str(r["d_h"]), f"{r['relative_flops']:.1%}",
                  *[f"{r[f'{b}_ms']:.2f}" for b in backends], f"{r['dense_eager_ms']:.2f}"]
-        if "dense_compiled_ms" in r:
-            cells.append(f"{r['dense_compiled_ms']:.2f}")
+        if "dense compiled ms" in cols:
+            cells.append(f"{r['dense_compiled_ms']:.2f}" if "dense_compiled_ms" in r else "-")
         cells += [f"{r[f'{b}_vs_dense']:.2f}" for b in backends]
-        cells += [f"{r[f'{b}_time_vs_flops']:.2f}" for b in backends]
+        cells += [f"{r[f'{b}_time_vs_flops']:.2f}" if f"{b}_time_vs_flops" in r else "-" for b in backends]
         cells += [f"{r[f'{b}_max_abs_error']:.1e}" for b in backends]
         lines.append("| " + " | ".join(cells) + " |")
     full = [r for r in result["rows"] if r["width"] == 1.0]
@@ -143,20 +154,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile on the dense copy")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile on the dense copy (largest batch only)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--markdown", default=None)
     args = parser.parse_args(argv)
+
+    def save(result: dict) -> None:
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+        if args.markdown:
+            with open(args.markdown, "w") as f:
+                f.write(markdown(result))
+
     result = run(args.model, [int(b) for b in args.batches.split(",")], [float(w) for w in args.widths.split(",")],
-                 args.backends.split(","), args.device, getattr(torch, args.dtype), args.repeats, args.compile)
-    table = markdown(result)
-    print(table)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(table)
+                 args.backends.split(","), args.device, getattr(torch, args.dtype), args.repeats, args.compile, save)
+    print(markdown(result))
 
 
 if __name__ == "__main__":

@@ -39,20 +39,25 @@ fi
 } >"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
+# time limits add up to under 8 minutes; each stage keeps what it finished (e2e writes after every row)
 if [ $GPU -eq 1 ]; then
-  stage tests 200 $PY -m pytest tests -q -ra -p no:cacheprovider --junitxml="$OUT/tests.xml"
-  stage kernels 150 $PY -m pytest benchmarks -q -p no:cacheprovider --benchmark-only \
-    --benchmark-json="$OUT/kernels.json" --benchmark-columns=median
-  stage e2e 200 $PY -m benchmarks.e2e_widths --device cuda --dtype bfloat16 --batches 1,64 \
+  stage tests 150 $PY -m pytest tests -q -ra -p no:cacheprovider --junitxml="$OUT/tests.xml"
+  stage kernels_linear 90 $PY -m pytest benchmarks/bench_sliced_linear.py -q -p no:cacheprovider --benchmark-only \
+    --benchmark-json="$OUT/kernels_linear.json" --benchmark-columns=median
+  stage kernels_attention 70 $PY -m pytest benchmarks/bench_attention.py -q -p no:cacheprovider --benchmark-only \
+    --benchmark-json="$OUT/kernels_attention.json" --benchmark-columns=median
+  stage e2e 150 $PY -m benchmarks.e2e_widths --device cuda --dtype bfloat16 --batches 64,1 \
     --backends torch,triton --compile --repeats 10 --json "$OUT/e2e.json" --markdown "$OUT/e2e.md"
 else
   stage tests 300 $PY -m pytest tests/test_plan.py tests/backends/test_triton_backend.py -q -p no:cacheprovider \
     --junitxml="$OUT/tests.xml"
-  stage kernels 300 $PY -m pytest benchmarks -q -p no:cacheprovider --benchmark-only \
-    --benchmark-json="$OUT/kernels.json" --benchmark-columns=median
+  stage kernels_linear 300 $PY -m pytest benchmarks/bench_sliced_linear.py -q -p no:cacheprovider --benchmark-only \
+    --benchmark-json="$OUT/kernels_linear.json" --benchmark-columns=median
+  stage kernels_attention 300 $PY -m pytest benchmarks/bench_attention.py -q -p no:cacheprovider --benchmark-only \
+    --benchmark-json="$OUT/kernels_attention.json" --benchmark-columns=median
   stage e2e 600 $PY -m benchmarks.e2e_widths --widths 1,0.1 --batches 1 --repeats 1 \
     --json "$OUT/e2e.json" --markdown "$OUT/e2e.md"
 fi
-stage summary 60 $PY -m benchmarks.gpu.summarize "$OUT"
+stage summary 20 $PY -m benchmarks.gpu.summarize "$OUT"
 echo "results in $OUT (status $status)"
 exit $status

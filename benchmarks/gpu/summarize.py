@@ -1,4 +1,4 @@
-"""Turn the GPU check's raw results ($OUT/kernels.json, e2e.json) into $OUT/summary.md with target verdicts.
+"""Turn the GPU check's raw results ($OUT/kernels_*.json, e2e.md) into $OUT/summary.md.
 
     python -m benchmarks.gpu.summarize OUT_DIR
 """
@@ -36,9 +36,9 @@ def main(out_dir: str) -> None:
     env = out / "env.txt"
     if env.exists():
         parts += ["```", env.read_text().strip(), "```", ""]
-    kernels = out / "kernels.json"
-    if kernels.exists():
-        parts += ["## Kernels (median of 10 rounds)", "", *kernel_ratios(json.loads(kernels.read_text())), ""]
+    benchmarks = [b for path in sorted(out.glob("kernels_*.json")) for b in json.loads(path.read_text())["benchmarks"]]
+    if benchmarks:
+        parts += ["## Kernels (median of 10 rounds)", "", *kernel_ratios({"benchmarks": benchmarks}), ""]
     e2e = out / "e2e.md"
     if e2e.exists():
         parts += ["## End to end", "", e2e.read_text()]

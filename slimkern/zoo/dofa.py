@@ -36,10 +36,10 @@ import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
-from ..blocks import BlockSpec
 from ..flops import patch_embed_flops
 from ..model import SlimModel
 from ..registry import CheckpointFormat, ModelCfg, register_model
+from .vit import ViTArch
 
 _META = {"device": "meta"}
 
@@ -209,33 +209,11 @@ def check_spectral_list(name: str, values, bands: int, what: str) -> tuple[float
 
 
 @dataclass(frozen=True)
-class DOFAArch:
-    """Architecture of a DOFA encoder; ``load(name, **overrides)`` may replace any field."""
+class DOFAArch(ViTArch):
+    """Architecture of a DOFA encoder; ``load(name, **overrides)`` may replace any field. ``in_chans`` is not
+    used: the band set comes with the wavelengths."""
 
-    img_size: int = 224
-    patch_size: int = 16
-    dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    norm_eps: float = 1e-6
-    layer_scale: bool = False
     wv_planes: int = 128
-
-    def __post_init__(self) -> None:
-        if self.dim % self.num_heads:
-            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
-        if self.img_size % self.patch_size:
-            raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
-
-    @property
-    def grid(self) -> int:
-        return self.img_size // self.patch_size
-
-    def block_spec(self) -> BlockSpec:
-        return BlockSpec(dim=self.dim, num_heads=self.num_heads, head_dim=self.dim // self.num_heads,
-                         mlp_hidden=int(self.dim * self.mlp_ratio), qkv_bias=True, norm_eps=self.norm_eps,
-                         layer_scale=self.layer_scale)
 
 
 # Sentinel-2 wavelengths in micrometres. The nine bands DOFA was pretrained on (SatlasPretrain) use the DOFA README's
