@@ -18,8 +18,9 @@ $(VENV)/.installed: pyproject.toml setup.py
 demo: setup
 	$(BIN)/slimkern demo
 
+# the kernel benchmarks run once each as smoke tests (timing them is `pytest benchmarks --benchmark-only`)
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests benchmarks --benchmark-disable
 
 bench: setup
 	$(BIN)/python -m benchmarks.e2e_widths

@@ -1,7 +1,8 @@
 """Attention at reduced head dims: slimkern's kernel vs SDPA on materialised contiguous q/k/v and the math path.
 
 Providers: ``sdpa_contiguous`` (torch SDPA, default backend, on contiguous copies: the dense ideal),
-``math`` (explicit softmax(QK^T)V), ``torch_strided`` (SDPA on the views the torch backend passes) and,
+``math`` (explicit softmax(QK^T)V), ``torch_backend`` (what the torch backend does: one contiguous copy of
+q, k, v out of the qkv GEMM's (j, t, h) columns, then SDPA) and,
 on a GPU, ``triton`` (slimkern's fused kernel on the qkv kernel's output layout).
 """
 
@@ -11,7 +12,7 @@ import torch
 from benchmarks.conftest import BATCHES, DEVICE, DTYPE, GPU, SHAPES, WIDTHS, timed
 from slimkern.plan import slim_dim
 
-PROVIDERS = ("sdpa_contiguous", "math", "torch_strided") + (("triton",) if GPU else ())
+PROVIDERS = ("sdpa_contiguous", "math", "torch_backend") + (("triton",) if GPU else ())
 TOKEN_COUNTS = (197, 1025) if GPU else (197,)
 
 
@@ -25,15 +26,18 @@ def test_attention(benchmark, shape, tokens, width, batch, provider):
     kept = slim_dim(width, dim // heads)
     scale = kept**-0.5
     flops = 4.0 * batch * heads * tokens * tokens * kept
-    if provider == "torch_strided":
+    if provider == "torch_backend":
         qkv = torch.randn(batch, tokens, kept, 3, heads, device=DEVICE, dtype=DTYPE)
-        q, k, v = qkv.permute(3, 0, 4, 1, 2).unbind(0)
     else:
         # the layout slimkern's qkv kernel writes: [3, B, H, N, d'] (contiguous per q, k, v)
         q, k, v = torch.randn(3, batch, heads, tokens, kept, device=DEVICE, dtype=DTYPE).unbind(0)
 
-    if provider in ("sdpa_contiguous", "torch_strided"):
+    if provider == "sdpa_contiguous":
         def fn():
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale)
+    elif provider == "torch_backend":
+        def fn():
+            q, k, v = qkv.permute(3, 0, 4, 1, 2).contiguous().unbind(0)
             return torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale)
     elif provider == "math":
         def fn():

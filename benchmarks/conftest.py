@@ -34,6 +34,8 @@ def timed(benchmark, fn, flops: float, **info) -> None:
             torch.cuda.synchronize()
 
     benchmark.pedantic(call, rounds=10 if GPU else 3, iterations=1, warmup_rounds=1)
+    if benchmark.stats is None:  # --benchmark-disable: ran once as a smoke test, nothing to report
+        return
     seconds = benchmark.stats.stats.median / inner
     benchmark.extra_info.update(info, device=torch.cuda.get_device_name() if GPU else "cpu", dtype=str(DTYPE),
                                 tflops=flops / seconds / 1e12, median_us=seconds * 1e6)

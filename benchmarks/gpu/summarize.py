@@ -23,7 +23,7 @@ def kernel_ratios(kernels: dict) -> list[str]:
     for key in sorted(cases):
         times = cases[key]
         baseline = times.get("dense_copy") or times.get("sdpa_contiguous")
-        ours = times.get("triton") or times.get("prefix_view") or times.get("torch_strided")
+        ours = times.get("triton") or times.get("prefix_view") or times.get("torch_backend")
         ratio = f"{ours / baseline:.2f}" if baseline and ours else "-"
         providers = ", ".join(f"{p} {t:.1f}" for p, t in sorted(times.items()))
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]:g} | {key[4]} | {providers} | {ratio} |")
