@@ -187,12 +187,36 @@ class SlimModel(nn.Module):
         ``blocks`` runs the transformer blocks and norms: the model's backend (:meth:`run`) or the reference
         path (:meth:`reference`). Families with several encoders override this method.
         """
-        plan = self.plan(width, mode)
         bias = self.attention_bias(x.shape[-2], x.shape[-1], x.dtype)
-        tokens = blocks.forward_blocks(self.embed(x, **inputs), list(self.blocks), plan, bias=bias)
+        return self._encode_stem(self.embed(x, **inputs), self.plan(width, mode), bias, output, blocks)
+
+    def _encode_stem(self, stem: torch.Tensor, plan: SlimPlan, bias: torch.Tensor | None, output: str,
+                     blocks: Backend) -> torch.Tensor:
+        """Blocks, final norm and pooling from the stem's tokens (shared by :meth:`encode` and :meth:`run_widths`)."""
+        tokens = blocks.forward_blocks(stem, list(self.blocks), plan, bias=bias)
         if self.norm is not None:
             tokens = blocks.layer_norm(tokens, self.norm, self.norm_eps)
         return self.pool(tokens) if output == "pooled" else tokens
+
+    def run_widths(self, x: torch.Tensor, widths, *, mode: str = "attn+ffn", output: str = "pooled",
+                   **inputs) -> dict[float, torch.Tensor]:
+        """:meth:`run` at every width of ``widths``, with the unslimmed stem computed once.
+
+        The stem (patch embedding, positions, class token) is the same at every width, so a width sweep
+        embeds ``x`` once and runs only the blocks, the final norm and the pooling per width. Returns
+        ``{float(width): output}`` in the order of ``widths``, each equal to ``run(x, width, ...)``. Families
+        that override :meth:`encode` (several encoders, e.g. CROMA) fall back to one :meth:`run` per width.
+        """
+        widths = [check_width(w) for w in widths]
+        check_mode(mode)
+        self._check_call(x, output, inputs)
+        if type(self).encode is not SlimModel.encode:
+            return {w: self.run(x, w, mode=mode, output=output, **inputs) for w in widths}
+        backend = self.backend
+        with torch.no_grad():
+            stem = self.embed(x, **inputs)
+            bias = self.attention_bias(x.shape[-2], x.shape[-1], x.dtype)
+            return {w: self._encode_stem(stem, self.plan(w, mode), bias, output, backend) for w in widths}
 
     def validate(self, x: torch.Tensor, width: float = 1.0, *, mode: str = "attn+ffn", output: str = "pooled",
                  **inputs) -> ValidationReport:

@@ -6,6 +6,7 @@ from . import (  # noqa: F401
     croma,
     dinov2,
     dofa,
+    eurosat_vit,
     panopticon,
     prithvi,
     satmae,
