@@ -6,8 +6,9 @@ from .backends import list_backends
 from .model import SlimModel, ValidationReport
 from .plan import PAPER_WIDTHS, SlimPlan
 from .registry import list_models
+from .serving import Engine
 
 __version__ = "0.1.0"
 
-__all__ = ["PAPER_WIDTHS", "SlimModel", "SlimPlan", "ValidationReport", "list_backends", "list_models", "load",
-           "__version__"]
+__all__ = ["PAPER_WIDTHS", "Engine", "SlimModel", "SlimPlan", "ValidationReport", "list_backends", "list_models",
+           "load", "__version__"]
