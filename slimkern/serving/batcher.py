@@ -1,0 +1,141 @@
+"""Dynamic batching: requests for the same plan are merged, different plans run concurrently.
+
+Each request waits in the queue of its key (plan, image shape, output). A per-key drain task merges the waiting
+requests into one batch of at most ``max_batch`` images once the batch is full or the oldest request has waited
+``max_wait_ms``, runs it in a worker thread and hands every request its rows. While a key's batch runs, new
+requests of that key queue up and form the next batch; other keys run at the same time on other workers.
+
+Requests admitted and not yet answered (waiting or running) are bounded by ``max_queue``: beyond it
+:meth:`DynamicBatcher.submit` raises :class:`QueueFull` instead of growing the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+#: ``run_batch(items, x)``: the merged batch ``x`` of the requests ``items`` (all of one key) -> output rows.
+RunBatch = Callable[[list["Pending"], torch.Tensor], torch.Tensor]
+
+
+class QueueFull(RuntimeError):
+    """The batcher holds ``max_queue`` unanswered requests already; the client should retry later."""
+
+
+@dataclass
+class Pending:
+    """One admitted request: its input rows, what the caller attached (e.g. the chosen width), its future."""
+
+    x: torch.Tensor
+    tag: Any
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class DynamicBatcher:
+    """Merge same-key requests up to ``max_batch`` images or ``max_wait_ms``; at most ``max_queue`` unanswered.
+
+    Args:
+        run_batch: runs one merged batch (called in a worker thread).
+        max_batch: most images in one batch (a single larger request runs alone, unsplit).
+        max_wait_ms: longest a request waits for others to join its batch.
+        max_queue: most requests admitted and not yet answered.
+        workers: worker threads, i.e. how many batches (of different keys) run at once.
+        on_batch: called with each batch's size (metrics).
+    """
+
+    def __init__(self, run_batch: RunBatch, *, max_batch: int = 16, max_wait_ms: float = 5.0, max_queue: int = 64,
+                 workers: int = 2, on_batch: Callable[[int], None] | None = None) -> None:
+        for name, value in (("max_batch", max_batch), ("max_queue", max_queue), ("workers", workers)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        self.run_batch = run_batch
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1e3
+        self.max_queue = max_queue
+        self.on_batch = on_batch
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slimkern-batch")
+        self._queues: dict[Hashable, deque[Pending]] = {}
+        self._wakeups: dict[Hashable, asyncio.Event] = {}
+        self._drains: dict[Hashable, asyncio.Task] = {}
+        self.depth = 0  # admitted, unanswered requests
+
+    async def submit(self, key: Hashable, x: torch.Tensor, tag: Any = None) -> torch.Tensor:
+        """Queue ``x`` ``[B, ...]`` under ``key`` and return its output rows once its batch has run.
+
+        Raises:
+            QueueFull: ``max_queue`` requests are unanswered already.
+        """
+        if self.depth >= self.max_queue:
+            raise QueueFull(f"the server holds {self.depth} unanswered requests (max_queue={self.max_queue}); "
+                            "retry later")
+        pending = Pending(x, tag, asyncio.get_running_loop().create_future())
+        self.depth += 1
+        try:
+            self._queues.setdefault(key, deque()).append(pending)
+            self._wakeups.setdefault(key, asyncio.Event()).set()
+            if key not in self._drains:
+                self._drains[key] = asyncio.create_task(self._drain(key))
+            return await pending.future
+        finally:
+            self.depth -= 1
+
+    async def _drain(self, key: Hashable) -> None:
+        """Form and run batches of ``key`` until its queue is empty."""
+        queue, wakeup = self._queues[key], self._wakeups[key]
+        loop = asyncio.get_running_loop()
+        try:
+            while queue:
+                deadline = queue[0].enqueued + self.max_wait
+                while self._rows(queue) < self.max_batch and (left := deadline - time.perf_counter()) > 0:
+                    wakeup.clear()
+                    try:
+                        await asyncio.wait_for(wakeup.wait(), left)
+                    except asyncio.TimeoutError:
+                        break
+                batch = [queue.popleft()]
+                rows = batch[0].x.shape[0]
+                while queue and rows + queue[0].x.shape[0] <= self.max_batch:
+                    rows += queue[0].x.shape[0]
+                    batch.append(queue.popleft())
+                batch = [p for p in batch if not p.future.done()]  # clients that went away
+                if not batch:
+                    continue
+                if self.on_batch is not None:
+                    self.on_batch(sum(p.x.shape[0] for p in batch))
+                try:
+                    out = await loop.run_in_executor(self.executor, self._run, batch)
+                except Exception as err:  # the batch failed as a whole: every request in it gets the error
+                    for p in batch:
+                        if not p.future.done():
+                            p.future.set_exception(err)
+                    continue
+                start = 0
+                for p in batch:
+                    rows = p.x.shape[0]
+                    if not p.future.done():
+                        p.future.set_result(out[start:start + rows])
+                    start += rows
+        finally:
+            del self._drains[key], self._queues[key], self._wakeups[key]
+
+    @staticmethod
+    def _rows(queue: deque[Pending]) -> int:
+        return sum(p.x.shape[0] for p in queue)
+
+    def _run(self, batch: list[Pending]) -> torch.Tensor:
+        x = batch[0].x if len(batch) == 1 else torch.cat([p.x for p in batch])
+        return self.run_batch(batch, x)
+
+    def shutdown(self) -> None:
+        """Stop the worker threads (after the running batches)."""
+        self.executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,234 @@
+"""The HTTP API (FastAPI): ``POST /v1/embed``, ``GET /v1/models``, ``GET /healthz``, ``GET /metrics``.
+
+``POST /v1/embed`` takes a NORMALISED batch ``[B, C, H, W]`` as ``model.run`` does (or raw values scaled as the
+model's ``input_scale`` says, with ``normalize=true``), and at most one budget: ``width``, ``flops`` or
+``latency_ms`` (none: the full model). Budget, ``mode``, ``output`` and ``normalize`` come from the query string
+or, for JSON bodies, from the body. Encodings: :mod:`slimkern.serving.codecs`.
+
+Status codes: 400 undecodable body, 406 unwritable Accept, 413 body over ``max_body_bytes``, 415 unknown
+Content-Type, 422 a well-formed request the model refuses (bands, shape, size, NaN/Inf, width or budget out of
+range, unmeetable budget), 503 + ``Retry-After`` when ``max_queue`` requests are unanswered. Each error body is
+``{"detail": "what was wrong and what is expected"}``; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from ..model import OUTPUTS
+from ..plan import MODES
+from .batcher import DynamicBatcher, Pending, QueueFull
+from .codecs import NotAcceptable, PayloadError, UnsupportedMediaType, decode, encode, media_type, response_kind
+from .engine import Choice, Engine
+
+BUDGETS = ("width", "flops", "latency_ms")
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class BodyTooLarge(ValueError):
+    """A request body over the server's limit (HTTP 413)."""
+
+
+def create_app(engine: Engine, *, max_batch: int = 16, max_wait_ms: float = 5.0, max_queue: int = 64,
+               max_body_bytes: int = 64 << 20, workers: int = 2, retry_after_s: int = 1) -> FastAPI:
+    """The FastAPI app serving ``engine`` (run it with uvicorn, or ``slimkern serve``).
+
+    Args:
+        engine: the :class:`Engine` around the one loaded model.
+        max_batch, max_wait_ms: dynamic batching (see :class:`~slimkern.serving.batcher.DynamicBatcher`).
+        max_queue: most unanswered requests; beyond it requests get 503 with ``Retry-After: retry_after_s``.
+        max_body_bytes: largest request body (413 beyond).
+        workers: batches that run at once (threads).
+    """
+    model = engine.model
+    if model.extra_inputs:
+        raise NotImplementedError(f"{model.cfg.name} needs extra inputs ({', '.join(model.extra_inputs)}); the HTTP "
+                                  "API serves models whose run() takes only x")
+    registry = CollectorRegistry()
+    requests = Counter("slimkern_requests", "Requests to /v1/embed by HTTP status", ["status"], registry=registry)
+    latency = Histogram("slimkern_request_latency_seconds", "Time from request to response of /v1/embed, by width",
+                        ["width"], registry=registry)
+    batch_sizes = Histogram("slimkern_batch_size", "Images per model call after dynamic batching",
+                            buckets=BATCH_BUCKETS, registry=registry)
+    queue_depth = Gauge("slimkern_queue_depth", "Admitted, unanswered requests", registry=registry)
+
+    def run_batch(items: list[Pending], x: torch.Tensor) -> torch.Tensor:
+        choice, output = items[0].tag  # every item of a batch has the same plan, so the same result
+        return engine.execute(x, choice, output)
+
+    batcher = DynamicBatcher(run_batch, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                             workers=workers, on_batch=batch_sizes.observe)
+    queue_depth.set_function(lambda: batcher.depth)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        batcher.shutdown()
+
+    app = FastAPI(title="slimkern", summary="one checkpoint, any compute budget", lifespan=lifespan)
+    app.state.engine, app.state.batcher, app.state.registry = engine, batcher, registry
+
+    def error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        requests.labels(str(status)).inc()
+        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+    @app.post("/v1/embed")
+    async def embed(request: Request) -> Response:
+        start = time.perf_counter()
+        try:
+            body = await _read_body(request, max_body_bytes)
+            kind = media_type(request.headers.get("content-type"))
+            answer_in = response_kind(request.headers.get("accept"), kind)
+            x, fields = decode(body, kind)
+            params = _params(dict(request.query_params), fields)
+            x, choice = await asyncio.to_thread(_prepare, engine, x, params)
+            key = (choice.plan, tuple(x.shape[1:]), params["output"])
+            out = await batcher.submit(key, x, tag=(choice, params["output"]))
+        except BodyTooLarge as err:
+            return error(413, str(err))
+        except UnsupportedMediaType as err:
+            return error(415, str(err))
+        except NotAcceptable as err:
+            return error(406, str(err))
+        except PayloadError as err:
+            return error(400, str(err))
+        except QueueFull as err:
+            return error(503, str(err), {"Retry-After": str(retry_after_s)})
+        except (ValueError, TypeError) as err:  # the model's and the engine's checks: bands, NaN, size, budgets
+            return error(422, str(err))
+        meta = {"width": choice.width, "relative_flops": choice.relative_flops, "plan": choice.plan.summary(),
+                "mode": choice.plan.mode, "budget": choice.budget}
+        content = encode(out, answer_in, meta)
+        requests.labels("200").inc()
+        latency.labels(f"{choice.width:g}").observe(time.perf_counter() - start)
+        headers = {f"X-Slimkern-{k.replace('_', '-').title()}": str(v) for k, v in meta.items()}
+        return Response(content, media_type=answer_in, headers=headers)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        cfg = model.cfg
+        profile = engine.latency_profile
+        return {"data": [{
+            "id": cfg.name,
+            "description": cfg.description,
+            "input": {
+                "layout": "[B, C, H, W]",
+                "normalised": "send (x - mean) / std of values scaled as input_scale says, or add normalize=true",
+                "bands": list(cfg.bands), "mean": list(cfg.mean), "std": list(cfg.std),
+                "input_scale": cfg.input_scale, "image_size": cfg.arch.img_size, "patch_size": cfg.arch.patch_size,
+            },
+            "embedding_dim": model.dim, "pooled": cfg.pooled,
+            "modes": list(MODES), "outputs": list(OUTPUTS),
+            "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch."),
+            "backend": model.backend.name,
+            "widths": [{"width": w, "relative_flops": engine.relative_flops(w), "plan": model.plan(w).summary()}
+                       for w in engine.widths],
+            "latency_profile": None if profile is None else {
+                "batch_sizes": profile.batch_sizes, "mode": profile.mode, "image_size": list(profile.image_size),
+                "device": profile.fingerprint["device"]},
+            "limits": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_queue": max_queue,
+                       "max_body_bytes": max_body_bytes},
+        }]}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "model": model.cfg.name, "queue_depth": batcher.depth}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it (or its declared Content-Length) passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"request body of {int(declared)} bytes is over the limit of {limit} bytes; "
+                           "send smaller batches")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"request body is over the limit of {limit} bytes; send smaller batches")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _params(query: dict[str, str], fields: dict[str, Any]) -> dict[str, Any]:
+    """Budget, mode, output and normalize from the query string and the JSON fields (given in one place only)."""
+    known = (*BUDGETS, "mode", "output", "normalize")
+    unknown = sorted((set(query) | set(fields)) - set(known))
+    if unknown:
+        raise ValueError(f"unknown parameters {unknown}; accepted: {', '.join(known)}")
+    both = sorted(set(query) & set(fields))
+    if both:
+        raise ValueError(f"{both} given both in the query string and in the body; give each once")
+    params: dict[str, Any] = {"mode": "attn+ffn", "output": "pooled", "normalize": False}
+    for name, text in query.items():
+        if name in BUDGETS:
+            try:
+                params[name] = float(text)
+            except ValueError:
+                raise ValueError(f"{name} must be a number, got {text!r}") from None
+        elif name == "normalize":
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"normalize must be true or false, got {text!r}")
+            params[name] = text.lower() in ("true", "1")
+        else:
+            params[name] = text
+    params.update(fields)
+    if not isinstance(params["normalize"], bool):
+        raise TypeError(f"normalize must be true or false, got {params['normalize']!r}")
+    if params["output"] not in OUTPUTS:
+        raise ValueError(f"unknown output {params['output']!r}; expected one of {', '.join(map(repr, OUTPUTS))}")
+    return params
+
+
+def _prepare(engine: Engine, x: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, Choice]:
+    """Cast and check one request's batch and resolve its budget (in a thread: NaN checks read every value)."""
+    model = engine.model
+    x = x.to(device=model.device)
+    if params["normalize"]:
+        x = model.normalize(x.float())  # in float32 at least: bf16 statistics would round the inputs twice
+    x = x.to(dtype=model.dtype)
+    engine.check_inputs(x, params["output"])
+    budget = {name: params[name] for name in BUDGETS if name in params}
+    choice = engine.choose(x.shape[0], mode=params["mode"], image_size=(x.shape[-2], x.shape[-1]), **budget)
+    return x, choice
+
+
+@contextmanager
+def background_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 30.0
+                      ) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a background thread (``port=0``: a free port); yields its base URL.
+
+    For notebooks, tests and the load benchmark; ``slimkern serve`` runs uvicorn in the foreground instead.
+    """
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name="slimkern-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"uvicorn did not start on {host}:{port} within {timeout_s:g} s")
+        time.sleep(0.01)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout_s)
