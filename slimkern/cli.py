@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="embed real EuroSAT images at five widths and print latency and errors")
     demo.add_arguments(p)
     p.set_defaults(func=demo.run)
+
+    from .serving import command as serve  # FastAPI and uvicorn are imported only when `serve` runs
+
+    p = sub.add_parser("serve", help="HTTP server: embeddings at a width, FLOPs or latency budget per request")
+    serve.add_arguments(p)
+    p.set_defaults(func=serve.run)
     return parser
 
 

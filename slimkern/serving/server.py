@@ -33,6 +33,8 @@ from .engine import Choice, Engine
 
 BUDGETS = ("width", "flops", "latency_ms")
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+# from a GPU replay of a small batch (ms) to a ViT-L batch on a CPU (tens of seconds)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class BodyTooLarge(ValueError):
@@ -57,7 +59,7 @@ def create_app(engine: Engine, *, max_batch: int = 16, max_wait_ms: float = 5.0,
     registry = CollectorRegistry()
     requests = Counter("slimkern_requests", "Requests to /v1/embed by HTTP status", ["status"], registry=registry)
     latency = Histogram("slimkern_request_latency_seconds", "Time from request to response of /v1/embed, by width",
-                        ["width"], registry=registry)
+                        ["width"], buckets=LATENCY_BUCKETS, registry=registry)
     batch_sizes = Histogram("slimkern_batch_size", "Images per model call after dynamic batching",
                             buckets=BATCH_BUCKETS, registry=registry)
     queue_depth = Gauge("slimkern_queue_depth", "Admitted, unanswered requests", registry=registry)
