@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -41,9 +41,9 @@ class BodyTooLarge(ValueError):
     """A request body over the server's limit (HTTP 413)."""
 
 
-def create_app(engine: Engine, *, max_batch: int = 16, max_wait_ms: float = 5.0, max_queue: int = 64,
-               max_body_bytes: int = 64 << 20, workers: int = 2, retry_after_s: int = 1) -> FastAPI:
-    """The FastAPI app serving ``engine`` (run it with uvicorn, or ``slimkern serve``).
+class EmbedService:
+    """The logic of ``POST /v1/embed`` around one engine and its batcher, shared by the FastAPI app and the Ray
+    Serve replica: decode, check, resolve the budget, batch, encode; every refusal a status with its reason.
 
     Args:
         engine: the :class:`Engine` around the one loaded model.
@@ -51,11 +51,79 @@ def create_app(engine: Engine, *, max_batch: int = 16, max_wait_ms: float = 5.0,
         max_queue: most unanswered requests; beyond it requests get 503 with ``Retry-After: retry_after_s``.
         max_body_bytes: largest request body (413 beyond).
         workers: batches that run at once (threads).
+        on_batch: called with every batch's size (metrics).
     """
+
+    def __init__(self, engine: Engine, *, max_batch: int = 16, max_wait_ms: float = 5.0, max_queue: int = 64,
+                 max_body_bytes: int = 64 << 20, workers: int = 2, retry_after_s: int = 1,
+                 on_batch: Callable[[int], None] | None = None) -> None:
+        model = engine.model
+        if model.extra_inputs:
+            raise NotImplementedError(f"{model.cfg.name} needs extra inputs ({', '.join(model.extra_inputs)}); the "
+                                      "HTTP API serves models whose run() takes only x")
+        self.engine = engine
+        self.max_body_bytes = max_body_bytes
+        self.retry_after_s = retry_after_s
+        self.batcher = DynamicBatcher(self._run_batch, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                                      max_queue=max_queue, workers=workers, on_batch=on_batch)
+
+    def _run_batch(self, items: list[Pending], x: torch.Tensor) -> torch.Tensor:
+        choice, output = items[0].tag  # every item of a batch has the same plan, so the same result
+        return self.engine.execute(x, choice, output)
+
+    async def embed_tensor(self, x: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, Choice]:
+        """Embeddings of one request's batch ``x`` with ``params`` (budget, mode, output, normalize), batched with
+        other requests of the same plan. Raises the engine's ``ValueError``/``TypeError`` and :class:`QueueFull`."""
+        return await self._embed_checked(x, _params({}, params))
+
+    async def _embed_checked(self, x: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, Choice]:
+        x, choice = await asyncio.to_thread(_prepare, self.engine, x, params)
+        key = (choice.plan, tuple(x.shape[1:]), params["output"])
+        return await self.batcher.submit(key, x, tag=(choice, params["output"])), choice
+
+    async def embed(self, request: Request) -> tuple[Response, Choice | None]:
+        """Answer one HTTP request: the response and, when it succeeded, the :class:`Choice` made."""
+        try:
+            body = await _read_body(request, self.max_body_bytes)
+            kind = media_type(request.headers.get("content-type"))
+            answer_in = response_kind(request.headers.get("accept"), kind)
+            x, fields = decode(body, kind)
+            out, choice = await self._embed_checked(x, _params(dict(request.query_params), fields))
+        except BodyTooLarge as err:
+            return _error(413, err), None
+        except UnsupportedMediaType as err:
+            return _error(415, err), None
+        except NotAcceptable as err:
+            return _error(406, err), None
+        except PayloadError as err:
+            return _error(400, err), None
+        except QueueFull as err:
+            return _error(503, err, {"Retry-After": str(self.retry_after_s)}), None
+        except (ValueError, TypeError) as err:  # the model's and the engine's checks: bands, NaN, size, budgets
+            return _error(422, err), None
+        meta = choice_meta(choice)
+        headers = {f"X-Slimkern-{k.replace('_', '-').title()}": str(v) for k, v in meta.items()}
+        return Response(encode(out, answer_in, meta), media_type=answer_in, headers=headers), choice
+
+    def shutdown(self) -> None:
+        self.batcher.shutdown()
+
+
+def choice_meta(choice: Choice) -> dict[str, Any]:
+    """What a response says about the width used."""
+    return {"width": choice.width, "relative_flops": choice.relative_flops, "plan": choice.plan.summary(),
+            "mode": choice.plan.mode, "budget": choice.budget}
+
+
+def _error(status: int, err: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": str(err)}, status_code=status, headers=headers)
+
+
+def create_app(engine: Engine, *, max_batch: int = 16, max_wait_ms: float = 5.0, max_queue: int = 64,
+               max_body_bytes: int = 64 << 20, workers: int = 2, retry_after_s: int = 1) -> FastAPI:
+    """The FastAPI app serving ``engine`` (run it with uvicorn, or ``slimkern serve``); arguments as
+    :class:`EmbedService`. Metrics go to a registry of the app's own (``app.state.registry``)."""
     model = engine.model
-    if model.extra_inputs:
-        raise NotImplementedError(f"{model.cfg.name} needs extra inputs ({', '.join(model.extra_inputs)}); the HTTP "
-                                  "API serves models whose run() takes only x")
     registry = CollectorRegistry()
     requests = Counter("slimkern_requests", "Requests to /v1/embed by HTTP status", ["status"], registry=registry)
     latency = Histogram("slimkern_request_latency_seconds", "Time from request to response of /v1/embed, by width",
@@ -63,58 +131,28 @@ def create_app(engine: Engine, *, max_batch: int = 16, max_wait_ms: float = 5.0,
     batch_sizes = Histogram("slimkern_batch_size", "Images per model call after dynamic batching",
                             buckets=BATCH_BUCKETS, registry=registry)
     queue_depth = Gauge("slimkern_queue_depth", "Admitted, unanswered requests", registry=registry)
-
-    def run_batch(items: list[Pending], x: torch.Tensor) -> torch.Tensor:
-        choice, output = items[0].tag  # every item of a batch has the same plan, so the same result
-        return engine.execute(x, choice, output)
-
-    batcher = DynamicBatcher(run_batch, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                             workers=workers, on_batch=batch_sizes.observe)
+    service = EmbedService(engine, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                           max_body_bytes=max_body_bytes, workers=workers, retry_after_s=retry_after_s,
+                           on_batch=batch_sizes.observe)
+    batcher = service.batcher
     queue_depth.set_function(lambda: batcher.depth)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        batcher.shutdown()
+        service.shutdown()
 
     app = FastAPI(title="slimkern", summary="one checkpoint, any compute budget", lifespan=lifespan)
     app.state.engine, app.state.batcher, app.state.registry = engine, batcher, registry
 
-    def error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-        requests.labels(str(status)).inc()
-        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
-
     @app.post("/v1/embed")
     async def embed(request: Request) -> Response:
         start = time.perf_counter()
-        try:
-            body = await _read_body(request, max_body_bytes)
-            kind = media_type(request.headers.get("content-type"))
-            answer_in = response_kind(request.headers.get("accept"), kind)
-            x, fields = decode(body, kind)
-            params = _params(dict(request.query_params), fields)
-            x, choice = await asyncio.to_thread(_prepare, engine, x, params)
-            key = (choice.plan, tuple(x.shape[1:]), params["output"])
-            out = await batcher.submit(key, x, tag=(choice, params["output"]))
-        except BodyTooLarge as err:
-            return error(413, str(err))
-        except UnsupportedMediaType as err:
-            return error(415, str(err))
-        except NotAcceptable as err:
-            return error(406, str(err))
-        except PayloadError as err:
-            return error(400, str(err))
-        except QueueFull as err:
-            return error(503, str(err), {"Retry-After": str(retry_after_s)})
-        except (ValueError, TypeError) as err:  # the model's and the engine's checks: bands, NaN, size, budgets
-            return error(422, str(err))
-        meta = {"width": choice.width, "relative_flops": choice.relative_flops, "plan": choice.plan.summary(),
-                "mode": choice.plan.mode, "budget": choice.budget}
-        content = encode(out, answer_in, meta)
-        requests.labels("200").inc()
-        latency.labels(f"{choice.width:g}").observe(time.perf_counter() - start)
-        headers = {f"X-Slimkern-{k.replace('_', '-').title()}": str(v) for k, v in meta.items()}
-        return Response(content, media_type=answer_in, headers=headers)
+        response, choice = await service.embed(request)
+        requests.labels(str(response.status_code)).inc()
+        if choice is not None:
+            latency.labels(f"{choice.width:g}").observe(time.perf_counter() - start)
+        return response
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
