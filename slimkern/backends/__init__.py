@@ -29,6 +29,8 @@ class Backend:
     devices: tuple[str, ...] = ()
     #: Devices on which ``backend="auto"`` may pick this backend (default: all of ``devices``).
     auto_devices: tuple[str, ...] | None = None
+    #: Dtypes for which ``backend="auto"`` may pick this backend (default: all of ``dtypes``).
+    auto_dtypes: tuple[torch.dtype, ...] | None = None
     dtypes: tuple[torch.dtype, ...] = ()
     #: Norm-wise relative error vs the float64 reference that ``validate`` accepts, per dtype.
     tolerances: dict[torch.dtype, float] = {}
@@ -142,6 +144,8 @@ def select_backend(requested: str, device: torch.device, dtype: torch.dtype) -> 
         if backend and requested == "auto" and backend.auto_devices is not None \
                 and device.type not in backend.auto_devices:
             reasons.append(f"not picked automatically on {device.type} (only on {', '.join(backend.auto_devices)})")
+        if backend and requested == "auto" and backend.auto_dtypes is not None and dtype not in backend.auto_dtypes:
+            reasons.append(f"not picked automatically for {dtype}")
         if not reasons:
             return backend
         refusals.append(f"  {name}: " + "; ".join(reasons))
@@ -150,4 +154,4 @@ def select_backend(requested: str, device: torch.device, dtype: torch.dtype) -> 
     )
 
 
-from . import eager, triton_backend  # noqa: E402,F401  (register the "torch" and "triton" backends)
+from . import cuda_backend, eager, triton_backend  # noqa: E402,F401  (register the backends)

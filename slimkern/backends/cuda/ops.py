@@ -1,0 +1,312 @@
+"""The CUDA kernels as Python functions: the same operations, arguments and layouts as ``slimkern.backends.triton``.
+
+Every argument is checked here, before the extension is touched, with the offending shapes, dtypes and devices in
+the message; so the checks run (and are tested) on CPU or meta tensors on machines without a GPU, and a bad call
+never triggers a build. The device check comes last: CPU tensors that pass every other check raise a ValueError
+saying the kernels need CUDA tensors. The binding (``csrc/binding.cpp``) repeats the essential checks.
+
+Differences from the Triton ops: bfloat16 and float16 only (the ``cuda`` backend runs float32 models with the
+torch backend's ops); the gated FFN takes its value weight separately (``value_weight``, fc3) instead of Triton's
+interleaved ``"swiglu"`` rows, because that is how the blocks store it.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+
+DTYPES = (torch.bfloat16, torch.float16)
+#: Row strides of allocated 2-D outputs are padded to this many elements, so the next GEMM reads them with
+#: 16-byte cp.async copies.
+ROW_ALIGN = 16
+MAX_HEAD_DIM = 256
+MAX_NORM_WIDTH = 8192
+
+
+def _ext():
+    from .build import extension
+
+    return extension()
+
+
+def _check_dtype(op: str, name: str, t: torch.Tensor) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in DTYPES:
+        raise TypeError(f"{op}: {name} has dtype {t.dtype}; the CUDA kernels take torch.bfloat16 or torch.float16")
+
+
+def _check_tensor(op: str, name: str, t: torch.Tensor, like: torch.Tensor, dim: int) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != like.dtype:
+        raise TypeError(f"{op}: {name} has dtype {t.dtype}, expected {like.dtype}")
+    if t.device != like.device:
+        raise ValueError(f"{op}: {name} is on {t.device}, expected {like.device}")
+    if t.dim() != dim:
+        raise ValueError(f"{op}: {name} must be {dim}-D, got shape {tuple(t.shape)}")
+    if t.stride(-1) != 1:
+        raise ValueError(f"{op}: {name} needs last-dim stride 1, got strides {t.stride()}")
+
+
+def _check_cuda(op: str, device: torch.device) -> None:
+    if device.type != "cuda":
+        raise ValueError(f"{op}: the CUDA kernels need CUDA tensors, got tensors on {device}")
+
+
+def _aligned_rows(rows: int, cols: int, like: torch.Tensor, lead: tuple[int, ...] = ()) -> torch.Tensor:
+    width = math.ceil(cols / ROW_ALIGN) * ROW_ALIGN
+    return torch.empty((*lead, rows, width), dtype=like.dtype, device=like.device)[..., :cols]
+
+
+def sliced_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    n_out: int,
+    k_in: int,
+    activation: str | None = None,
+    value_weight: torch.Tensor | None = None,
+    value_bias: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+    gamma: torch.Tensor | None = None,
+    qkv_heads: int | None = None,
+    seq_len: int | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``Y = epilogue(X[:, :k_in] @ W[:n_out, :k_in]^T + bias[:n_out])`` reading the weight prefix in place.
+
+    Args:
+        x: ``[M, >=k_in]``, bf16/fp16, any row stride, last-dim stride 1.
+        weight: the full stored weight ``[N_full, K_full]`` (last-dim stride 1), same dtype as ``x``.
+        bias: optional ``[>=n_out]``; ``bias[:n_out]`` is used.
+        n_out, k_in: GEMM output columns (rows of ``weight`` kept) and reduction length (columns kept).
+        activation: ``None`` or ``"gelu"`` (exact erf).
+        value_weight, value_bias: gated FFN (SwiGLU with separate weights): ``Y = silu(X W^T + b) * (X V^T + bv)``
+            with ``V = value_weight[:n_out, :k_in]`` (fc3), read in place like ``weight``; no ``activation``.
+        residual: optional ``[M, n_out]``; then ``Y = residual + gamma * Y``. gamma: LayerScale ``[n_out]``.
+        qkv_heads, seq_len: write q, k, v as ``[3, B, H, seq_len, d']`` (``d' = n_out // 3H``): column
+            ``j*3H + t*H + h`` of row ``b*seq_len + n`` goes to ``[t, b, h, n, j]``.
+        out: optional preallocated output.
+
+    Returns:
+        ``[M, n_out]`` (row stride padded to a multiple of 16 when allocated here) or the qkv tensor; fp32
+        accumulation and epilogue, one rounding on store.
+
+    Raises:
+        TypeError: non-tensor inputs, unsupported or mixed dtypes. ValueError: bad shapes, widths, strides, devices
+        or option combinations. ExtensionUnavailable: the extension cannot be loaded (the reason says why).
+
+    Equivalent PyTorch::
+
+        y = F.linear(x[:, :k_in], weight[:n_out, :k_in], bias[:n_out])
+        y = F.gelu(y) if activation == "gelu" else y
+        y = F.silu(y) * F.linear(x[:, :k_in], value_weight[:n_out, :k_in], value_bias[:n_out]) if value_weight else y
+        y = y if residual is None else residual + gamma * y
+    """
+    op = "sliced_linear"
+    _check_dtype(op, "x", x)
+    _check_tensor(op, "x", x, x, 2)
+    _check_tensor(op, "weight", weight, x, 2)
+    if activation not in (None, "gelu"):
+        raise ValueError(f"{op}: activation must be None or 'gelu', got {activation!r} (the gated FFN is value_weight)")
+    m = x.shape[0]
+    n_full, k_full = weight.shape
+    if not isinstance(k_in, int) or not 1 <= k_in <= min(k_full, x.shape[1]):
+        raise ValueError(f"{op}: k_in={k_in} must be in [1, {min(k_full, x.shape[1])}] (weight {tuple(weight.shape)}, "
+                         f"x {tuple(x.shape)})")
+    if not isinstance(n_out, int) or not 1 <= n_out <= n_full:
+        raise ValueError(f"{op}: n_out={n_out} must be in [1, N_full={n_full}] (weight {tuple(weight.shape)})")
+    for name, b in (("bias", bias), ("value_bias", value_bias)):
+        if b is not None:
+            _check_tensor(op, name, b, x, 1)
+            if b.shape[0] < n_out:
+                raise ValueError(f"{op}: {name} has {b.shape[0]} entries, fewer than n_out={n_out}")
+    if value_bias is not None and value_weight is None:
+        raise ValueError(f"{op}: value_bias is only used with value_weight (the gated FFN)")
+    if value_weight is not None:
+        _check_tensor(op, "value_weight", value_weight, x, 2)
+        if value_weight.shape[0] < n_out or value_weight.shape[1] < k_in:
+            raise ValueError(f"{op}: value_weight {tuple(value_weight.shape)} is smaller than [n_out, k_in] = "
+                             f"[{n_out}, {k_in}]")
+        if activation is not None or qkv_heads is not None:
+            raise ValueError(f"{op}: the gated FFN (value_weight) takes no activation and no qkv output")
+    if gamma is not None and residual is None:
+        raise ValueError(f"{op}: gamma (LayerScale) is only applied together with residual")
+    if residual is not None:
+        _check_tensor(op, "residual", residual, x, 2)
+        if tuple(residual.shape) != (m, n_out):
+            raise ValueError(f"{op}: residual must have shape {(m, n_out)}, got {tuple(residual.shape)}")
+    if gamma is not None:
+        _check_tensor(op, "gamma", gamma, x, 1)
+        if tuple(gamma.shape) != (n_out,):
+            raise ValueError(f"{op}: gamma must have shape {(n_out,)}, got {tuple(gamma.shape)}")
+    if qkv_heads is not None:
+        if activation is not None or residual is not None:
+            raise ValueError(f"{op}: qkv_heads output takes no activation and no residual")
+        if not isinstance(qkv_heads, int) or qkv_heads < 1 or n_out % (3 * qkv_heads):
+            raise ValueError(f"{op}: n_out={n_out} must be a multiple of 3 * qkv_heads, qkv_heads={qkv_heads}")
+        if not isinstance(seq_len, int) or seq_len < 1 or m % seq_len:
+            raise ValueError(f"{op}: qkv_heads needs seq_len >= 1 dividing M={m}, got seq_len={seq_len}")
+        out_shape = (3, m // seq_len, qkv_heads, seq_len, n_out // (3 * qkv_heads))
+    elif seq_len is not None:
+        raise ValueError(f"{op}: seq_len is only used with qkv_heads")
+    else:
+        out_shape = (m, n_out)
+    if out is not None:
+        _check_tensor(op, "out", out, x, len(out_shape))
+        if tuple(out.shape) != out_shape:
+            raise ValueError(f"{op}: out must have shape {out_shape}, got {tuple(out.shape)}")
+    _check_cuda(op, x.device)
+    if out is None:
+        out = _aligned_rows(m, n_out, x) if qkv_heads is None else torch.empty(out_shape, dtype=x.dtype,
+                                                                               device=x.device)
+    if m > 0:
+        _ext().sliced_linear(x, weight, bias, value_weight, value_bias, residual, gamma, out, n_out, k_in,
+                             activation == "gelu", qkv_heads or 0, seq_len or 0)
+    return out
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float,
+    bias: torch.Tensor | None = None,
+    out_layout: str = "bnjh",
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``O = softmax(Q K^T * scale + bias) V`` per (batch, head), fp32 online softmax on the tensor cores.
+
+    Args:
+        q: ``[B, H, Nq, d']``; k, v: ``[B, H, Nk, d']`` (``Nq != Nk`` for cross attention). bf16/fp16, any strides
+            with last-dim stride 1, ``1 <= d' <= 256`` (padded to 16/32/64/128/256 inside the kernel, never in
+            memory).
+        scale: logit scale, usually ``d'**-0.5``.
+        bias: optional additive logits bias ``[H, Nq, Nk]`` (fp32 or the dtype of q, any strides), broadcast over B;
+            finite entries (mask with a large negative value, not ``-inf``).
+        out_layout: ``"bnjh"`` -> ``[B, Nq, d'*H]`` with column ``j*H + h`` (the out-projection's input layout;
+            allocated with the row stride padded to a multiple of 16), or ``"bhnd"`` -> ``[B, H, Nq, d']``.
+        out: optional preallocated output of that shape, dtype of q, last-dim stride 1.
+
+    Returns:
+        The attention output in the dtype of q.
+
+    Raises:
+        TypeError: non-tensor inputs, non-real scale, unsupported or mixed dtypes. ValueError: bad shapes, strides,
+        devices, head dim or layout. ExtensionUnavailable: the extension cannot be loaded.
+
+    Equivalent PyTorch::
+
+        o = torch.softmax(q @ k.transpose(-1, -2) * scale + bias, dim=-1) @ v         # [B, H, Nq, d']
+        o = o.permute(0, 2, 3, 1).reshape(B, Nq, d' * H) if out_layout == "bnjh" else o
+    """
+    op = "attention"
+    _check_dtype(op, "q", q)
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _check_tensor(op, name, t, q, 4)
+    batch, heads, n_q, d = q.shape
+    n_k = k.shape[2]
+    if k.shape != (batch, heads, n_k, d) or v.shape != k.shape:
+        raise ValueError(f"{op}: expected k, v of shape [B={batch}, H={heads}, Nk, d'={d}], got k {tuple(k.shape)}, "
+                         f"v {tuple(v.shape)} (q {tuple(q.shape)})")
+    if not 1 <= d <= MAX_HEAD_DIM:
+        raise ValueError(f"{op}: head dim d'={d} outside the supported range [1, {MAX_HEAD_DIM}]")
+    if n_k < 1:
+        raise ValueError(f"{op}: needs at least one key, got k of shape {tuple(k.shape)}")
+    if isinstance(scale, bool) or not isinstance(scale, Real) or not math.isfinite(scale):
+        raise TypeError(f"{op}: scale must be a finite real number, got {scale!r}")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor):
+            raise TypeError(f"{op}: bias must be a torch.Tensor, got {type(bias).__name__}")
+        if bias.dtype not in (torch.float32, q.dtype):
+            raise TypeError(f"{op}: bias has dtype {bias.dtype}, expected torch.float32 or {q.dtype}")
+        if bias.device != q.device:
+            raise ValueError(f"{op}: bias is on {bias.device}, q is on {q.device}")
+        if tuple(bias.shape) != (heads, n_q, n_k):
+            raise ValueError(f"{op}: bias must be [H, Nq, Nk] = {(heads, n_q, n_k)}, got {tuple(bias.shape)}")
+    if out_layout == "bnjh":
+        out_shape = (batch, n_q, d * heads)
+    elif out_layout == "bhnd":
+        out_shape = (batch, heads, n_q, d)
+    else:
+        raise ValueError(f"{op}: out_layout must be 'bnjh' or 'bhnd', got {out_layout!r}")
+    if out is not None:
+        _check_tensor(op, "out", out, q, len(out_shape))
+        if tuple(out.shape) != out_shape:
+            raise ValueError(f"{op}: out must have shape {out_shape}, got {tuple(out.shape)}")
+    _check_cuda(op, q.device)
+    if out is None:
+        out = _aligned_rows(n_q, d * heads, q, (batch,)) if out_layout == "bnjh" else torch.empty(
+            out_shape, dtype=q.dtype, device=q.device)
+    if batch * heads * n_q > 0:
+        _ext().attention(q, k, v, bias, out, float(scale), out_layout == "bnjh")
+    return out
+
+
+def layer_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+    *,
+    residual: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    residual_out: torch.Tensor | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``y = (s - mean(s)) / sqrt(var(s) + eps) * weight + bias`` per row, with ``s = x`` or ``s = x + residual``.
+
+    Args:
+        x: ``[M, d]``, bf16/fp16, any row stride, last-dim stride 1, ``d <= 8192``.
+        weight, bias: ``[d]`` in the dtype of x, or None. eps: added to the biased variance.
+        residual: optional ``[M, d]`` added to x before the norm.
+        out, residual_out: optional preallocated ``[M, d]`` outputs for y and (with residual) s.
+
+    Returns:
+        ``y``, or ``(y, s)`` with a residual; fp32 statistics, y computed from the fp32 sum.
+
+    Raises:
+        TypeError: non-tensor inputs, non-real eps, unsupported or mixed dtypes. ValueError: bad shapes, strides,
+        devices or d too large. ExtensionUnavailable: the extension cannot be loaded.
+
+    Equivalent PyTorch::
+
+        s = x if residual is None else x + residual
+        y = F.layer_norm(s, (d,), weight, bias, eps)
+    """
+    op = "layer_norm"
+    _check_dtype(op, "x", x)
+    _check_tensor(op, "x", x, x, 2)
+    m, d = x.shape
+    if d > MAX_NORM_WIDTH:
+        raise ValueError(f"{op}: d={d} features exceeds the largest supported row, {MAX_NORM_WIDTH}")
+    if isinstance(eps, bool) or not isinstance(eps, Real):
+        raise TypeError(f"{op}: eps must be a real number, got {eps!r}")
+    if not eps >= 0:
+        raise ValueError(f"{op}: eps must be >= 0, got {eps!r}")
+    rows = [("out", out)]
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None:
+            _check_tensor(op, name, t, x, 1)
+            if tuple(t.shape) != (d,):
+                raise ValueError(f"{op}: {name} must have shape {(d,)}, got {tuple(t.shape)}")
+    if residual is not None:
+        rows += [("residual", residual), ("residual_out", residual_out)]
+    elif residual_out is not None:
+        raise ValueError(f"{op}: residual_out is only written when residual is given")
+    for name, t in rows:
+        if t is not None:
+            _check_tensor(op, name, t, x, 2)
+            if tuple(t.shape) != (m, d):
+                raise ValueError(f"{op}: {name} must have shape {(m, d)}, got {tuple(t.shape)}")
+    _check_cuda(op, x.device)
+    out = torch.empty((m, d), dtype=x.dtype, device=x.device) if out is None else out
+    if residual is not None and residual_out is None:
+        residual_out = torch.empty((m, d), dtype=x.dtype, device=x.device)
+    if m > 0 and d > 0:
+        _ext().layer_norm(x, weight, bias, residual, out, residual_out, float(eps))
+    return out if residual is None else (out, residual_out)
