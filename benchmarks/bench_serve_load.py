@@ -2,7 +2,10 @@
 
 import json
 
-from benchmarks.serve_load import main
+import pytest
+
+pytest.importorskip("fastapi", reason="the HTTP server needs the 'serve' extra")
+from benchmarks.serve_load import main  # noqa: E402
 
 
 def test_serve_load_smoke(tmp_path):

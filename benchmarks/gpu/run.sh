@@ -58,6 +58,10 @@ else
   stage e2e 600 $PY -m benchmarks.e2e_widths --widths 1,0.1 --batches 1 --repeats 1 \
     --json "$OUT/e2e.json" --markdown "$OUT/e2e.md"
 fi
+# HTTP serving under load (mixed budgets, CUDA graphs): load + graph captures + 3 s warm-up + 15 s of load
+if [ $GPU -eq 1 ]; then SERVE=(--device cuda --dtype bfloat16 --seconds 15); else SERVE=(--arch depth=2,dim=128,num_heads=2 --seconds 5); fi
+stage serve_load 60 $PY -m benchmarks.serve_load "${SERVE[@]}" --warmup-seconds 3 --json "$OUT/serve_load.json" \
+  --markdown "$OUT/serve_load.md"
 stage summary 20 $PY -m benchmarks.gpu.summarize "$OUT"
 echo "results in $OUT (status $status)"
 exit $status

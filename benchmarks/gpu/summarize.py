@@ -42,6 +42,9 @@ def main(out_dir: str) -> None:
     e2e = out / "e2e.md"
     if e2e.exists():
         parts += ["## End to end", "", e2e.read_text()]
+    serve = out / "serve_load.md"
+    if serve.exists():
+        parts += ["## Serving under load", "", serve.read_text()]
     (out / "summary.md").write_text("\n".join(parts))
     print("\n".join(parts))
 

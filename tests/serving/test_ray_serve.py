@@ -4,13 +4,14 @@ import io
 import os
 import socket
 
-import httpx
 import numpy as np
 import pytest
 import torch
 
 from tests.helpers import TINY, rel_error, tiny_model
 
+pytest.importorskip("fastapi", reason="the replicas serve through the 'serve' extra")
+httpx = pytest.importorskip("httpx", reason="the HTTP test needs the 'serve' extra")
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 

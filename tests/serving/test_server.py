@@ -5,7 +5,6 @@ import io
 import json
 import threading
 
-import httpx
 import numpy as np
 import pytest
 import torch
@@ -13,8 +12,11 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from slimkern import Engine
-from slimkern.serving.server import background_server, create_app
 from tests.helpers import rel_error, tensor_storage_bytes, tiny_model
+
+pytest.importorskip("fastapi", reason="the HTTP server needs the 'serve' extra")
+httpx = pytest.importorskip("httpx", reason="the HTTP tests need the 'serve' extra")
+from slimkern.serving.server import background_server, create_app  # noqa: E402
 
 NPY, ST, JS = "application/x-npy", "application/x-safetensors", "application/json"
 
