@@ -11,6 +11,7 @@ import json
 import os
 import platform
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -24,6 +25,11 @@ def device_name(device: torch.device) -> str:
     """A human-readable name of the device that runs the model (GPU model, or CPU model and thread count)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    return f"{_cpu_name()} ({torch.get_num_threads()} threads)"
+
+
+@cache
+def _cpu_name() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -32,7 +38,7 @@ def device_name(device: torch.device) -> str:
                 break
     except OSError:  # no /proc (macOS, Windows): the platform name has to do
         pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
+    return cpu
 
 
 def param_checksum(model: SlimModel) -> str:

@@ -9,6 +9,9 @@ Status codes: 400 undecodable body, 406 unwritable Accept, 413 body over ``max_b
 Content-Type, 422 a well-formed request the model refuses (bands, shape, size, NaN/Inf, width or budget out of
 range, unmeetable budget), 503 + ``Retry-After`` when ``max_queue`` requests are unanswered. Each error body is
 ``{"detail": "what was wrong and what is expected"}``; the server keeps serving.
+
+A ``latency_ms`` budget is resolved for the request's own batch size (the engine's profile); the request may then
+wait up to ``max_wait_ms`` and run merged with other requests of the same plan, which the budget does not cover.
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ class EmbedService:
 
     def _run_batch(self, items: list[Pending], x: torch.Tensor) -> torch.Tensor:
         choice, output = items[0].tag  # every item of a batch has the same plan, so the same result
-        return self.engine.execute(x, choice, output)
+        # to the host here, in the worker thread: a GPU sync in the event loop would stall every other request
+        return self.engine.execute(x, choice, output).cpu()
 
     async def embed_tensor(self, x: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, Choice]:
         """Embeddings of one request's batch ``x`` with ``params`` (budget, mode, output, normalize), batched with
