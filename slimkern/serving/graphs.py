@@ -115,7 +115,8 @@ class GraphCache:
                     self.model.encode(static_x, width, mode, output, backend)
             torch.cuda.current_stream(device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.no_grad(), torch.cuda.graph(graph):
+            # thread_local: requests being checked or copied to the host in other threads may touch CUDA meanwhile
+            with torch.no_grad(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 static_out = self.model.encode(static_x, width, mode, output, backend)
         except RuntimeError as err:  # e.g. a stem that copies host data each call: serve this key eagerly
             warnings.warn(f"{self.model.cfg.name}: CUDA graph capture failed for {key[0].summary()} batch {bucket} "

@@ -91,7 +91,7 @@ class EmbedService:
             body = await _read_body(request, self.max_body_bytes)
             kind = media_type(request.headers.get("content-type"))
             answer_in = response_kind(request.headers.get("accept"), kind)
-            x, fields = decode(body, kind)
+            x, fields = await asyncio.to_thread(decode, body, kind)  # parsing megabytes of JSON: off the event loop
             out, choice = await self._embed_checked(x, _params(dict(request.query_params), fields))
         except BodyTooLarge as err:
             return _error(413, err), None
