@@ -56,9 +56,9 @@ def pretend_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(build, "_build_error", None)
-    build._jit_build.cache_clear()
+    build.jit_build.cache_clear()
     yield
-    build._jit_build.cache_clear()
+    build.jit_build.cache_clear()
 
 
 def test_reasons_for_missing_toolkit_and_sources(pretend_gpu, monkeypatch):

@@ -8,13 +8,14 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("check_sass", ROOT / "csrc" / "check_sass.py")
-check_sass = importlib.util.module_from_spec(_spec)
+check_sass = sys.modules["check_sass"] = importlib.util.module_from_spec(_spec)  # dataclasses look it up there
 _spec.loader.exec_module(check_sass)
 
 NVCC = check_sass.find_nvcc()
@@ -51,3 +52,38 @@ def test_every_dtype_and_head_dim_bucket_is_instantiated(results):
             assert f"void slimkern::attention_kernel<{dtype}, {d}>(slimkern::AttentionParams, bool)" in names
         for tile in ("64, 64, 2, 2, false", "128, 128, 2, 4, false", "64, 64, 2, 2, true"):
             assert f"void slimkern::sliced_linear_kernel<{dtype}, {tile}>(slimkern::LinearParams, bool)" in names
+
+
+BUILD_CHECK = """
+import torch
+from slimkern.backends.cuda import build
+ext = build.jit_build()
+x = torch.ones(2, 2, dtype=torch.bfloat16)
+for call in (lambda: ext.sliced_linear(x, x, None, None, None, None, None, x, 2, 2, False, 0, 0),
+             lambda: ext.sliced_linear(x.float(), x, None, None, None, None, None, x, 2, 2, False, 0, 0),
+             lambda: ext.attention(x[None, None], x[None, None], x[None, None], None, x[None], 1.0, True),
+             lambda: ext.layer_norm(x, None, None, None, x, None, 1e-6)):
+    try:
+        call()
+    except RuntimeError as exc:
+        print(str(exc).splitlines()[0])
+"""
+
+
+def test_extension_builds_and_its_checks_refuse_cpu_tensors(tmp_path):
+    """The whole extension (binding with torch headers + kernels, sm_90) builds with torch's JIT builder and ninja,
+    imports without a GPU, and its own checks name the problem. About 40-60 s on 2 cores (cached across runs)."""
+    import os
+
+    env = {**os.environ, "TORCH_CUDA_ARCH_LIST": "9.0", "MAX_JOBS": str(os.cpu_count() or 1),
+           "SLIMKERN_CUDA_CACHE": os.environ.get("SLIMKERN_CUDA_CACHE_CPU_CHECK",
+                                                 str(Path.home() / ".cache" / "slimkern" / "cuda-cpu-check"))}
+    result = subprocess.run([sys.executable, "-c", BUILD_CHECK], capture_output=True, text=True, env=env, cwd=ROOT,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == [
+        "slimkern cuda: x must be a CUDA tensor, got cpu",
+        "slimkern cuda: x has dtype Float; the kernels take bfloat16 or float16",
+        "slimkern cuda: q must be a CUDA tensor, got cpu",
+        "slimkern cuda: x must be a CUDA tensor, got cpu",
+    ], result.stdout

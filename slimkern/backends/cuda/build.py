@@ -100,7 +100,11 @@ def _aot_module() -> ModuleType | None:
 
 
 @functools.cache
-def _jit_build() -> ModuleType:
+def jit_build() -> ModuleType:
+    """JIT-build (or load the cached build of) the extension with ninja; needs the toolkit, not a GPU.
+
+    Targets ``TORCH_CUDA_ARCH_LIST`` or the GPUs present. Raises :class:`ExtensionUnavailable` with the log path.
+    """
     from torch.utils import cpp_extension
 
     root, home = csrc_dir(), find_cuda_home()
@@ -141,7 +145,7 @@ def extension() -> ModuleType:
     if module is not None:
         return module
     try:
-        return _jit_build()
+        return jit_build()
     except ExtensionUnavailable as exc:
         _build_error = str(exc)
         raise

@@ -1,0 +1,131 @@
+"""CUDA sliced_linear against a float64 PyTorch reference (needs a GPU; the argument checks are tested without one
+in test_cuda_backend.py). Mirrors test_triton_sliced_linear.py: NaN-poisoned weights outside the kept prefix and
+poisoned outputs, strided inputs, odd sizes, every epilogue, plus the gated FFN with a separate value weight.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from slimkern.backends.cuda import sliced_linear
+from tests.backends.kernel_checks import TOL, assert_close
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DTYPES = pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+DEVICE = "cuda"
+
+
+def _poisoned_weight(n_full: int, k_full: int, n_out: int, k_in: int, dtype) -> torch.Tensor:
+    """A full stored weight whose kept prefix W[:n_out, :k_in] is random and everything else NaN."""
+    w = torch.full((n_full, k_full), math.nan, dtype=dtype, device=DEVICE)
+    w[:n_out, :k_in] = torch.randn(n_out, k_in, device=DEVICE).to(dtype) / math.sqrt(k_in)
+    return w
+
+
+def _strided_x(m: int, k: int, dtype, offset: int = 3) -> torch.Tensor:
+    """[m, k] view with a row stride larger than k and a storage offset (offset 0, k % 8 == 0: 16-byte aligned)."""
+    return torch.randn(m, k + 8 + offset, device=DEVICE).to(dtype)[:, offset : offset + k]
+
+
+def _reference(x, w, bias, n_out, k_in, activation=None, residual=None, gamma=None, wv=None, bv=None):
+    y = x[:, :k_in].double() @ w[:n_out, :k_in].double().T
+    if bias is not None:
+        y = y + bias[:n_out].double()
+    if activation == "gelu":
+        y = F.gelu(y)
+    if wv is not None:
+        value = x[:, :k_in].double() @ wv[:n_out, :k_in].double().T
+        y = F.silu(y) * (value if bv is None else value + bv[:n_out].double())
+    if residual is not None:
+        y = residual.double() + (1.0 if gamma is None else gamma.double()) * y
+    return y
+
+
+# (M, k_in, K_full, n_out, N_full, activation, bias, residual, gamma, x offset): k_in below, at and above one
+# BLOCK_K (32) and unaligned; odd n_out; M = 17 (a partial tile), 197 (ViT tokens) and 1000 (128 x 128 tiles);
+# offset 0 with k_full % 8 == 0 takes the cp.async path, offset 3 the element-wise one.
+CASES = [
+    (17, 40, 48, 45, 50, None, False, False, False, 3),
+    (197, 64, 72, 45, 48, None, True, False, False, 0),
+    (197, 40, 40, 33, 33, "gelu", True, False, False, 3),
+    (17, 18, 24, 45, 64, "gelu", False, True, True, 0),
+    (197, 18, 32, 24, 24, None, True, True, False, 3),
+    (17, 40, 48, 64, 64, None, False, True, True, 0),
+    (1000, 200, 256, 300, 304, "gelu", True, False, False, 0),
+    (1000, 99, 104, 130, 130, None, True, True, True, 3),
+]
+
+
+@DTYPES
+@pytest.mark.parametrize(
+    "m, k_in, k_full, n_out, n_full, activation, has_bias, has_residual, has_gamma, offset",
+    CASES,
+    ids=[f"M{c[0]}-k{c[1]}of{c[2]}-n{c[3]}of{c[4]}-{c[5]}-b{c[6]:d}r{c[7]:d}g{c[8]:d}-o{c[9]}" for c in CASES],
+)
+def test_matches_reference(dtype, m, k_in, k_full, n_out, n_full, activation, has_bias, has_residual, has_gamma,
+                           offset):
+    x = _strided_x(m, k_in + 3, dtype, offset)  # wider than k_in: only the first k_in columns count
+    w = _poisoned_weight(n_full, k_full, n_out, k_in, dtype)
+    bias = torch.cat([torch.randn(n_out), torch.full((n_full - n_out,), math.nan)]).to(dtype).to(DEVICE)
+    residual = torch.randn(m, n_out + 5, device=DEVICE).to(dtype)[:, :n_out] if has_residual else None
+    gamma = torch.rand(n_out, device=DEVICE).to(dtype) + 0.5 if has_gamma else None
+    out = torch.full((m, n_out), math.nan, dtype=dtype, device=DEVICE)
+    bias = bias if has_bias else None
+
+    y = sliced_linear(x, w, bias, n_out=n_out, k_in=k_in, activation=activation, residual=residual, gamma=gamma,
+                      out=out)  # fmt: skip
+
+    assert y is out and y.dtype == dtype
+    assert_close(y, _reference(x, w, bias, n_out, k_in, activation, residual, gamma), TOL[dtype])
+
+
+@DTYPES
+@pytest.mark.parametrize("m, k_in, n_out, has_bias, offset", [(17, 40, 45, True, 3), (197, 64, 307, False, 0),
+                                                             (197, 33, 8, True, 0)])
+def test_gated_ffn(dtype, m, k_in, n_out, has_bias, offset):
+    """silu(X W^T + b) * (X V^T + bv) with W (fc1) and V (fc3) both read as prefixes of poisoned full weights."""
+    x = _strided_x(m, k_in, dtype, offset)
+    w = _poisoned_weight(n_out + 9, k_in + 8, n_out, k_in, dtype)
+    wv = _poisoned_weight(n_out + 9, k_in + 8, n_out, k_in, dtype)
+    bias = torch.randn(n_out + 9, device=DEVICE).to(dtype) if has_bias else None
+    bv = torch.randn(n_out + 9, device=DEVICE).to(dtype) if has_bias else None
+    residual = torch.randn(m, n_out, device=DEVICE).to(dtype)
+    out = torch.full((m, n_out), math.nan, dtype=dtype, device=DEVICE)
+
+    y = sliced_linear(x, w, bias, n_out=n_out, k_in=k_in, value_weight=wv, value_bias=bv, residual=residual, out=out)
+
+    assert_close(y, _reference(x, w, bias, n_out, k_in, None, residual, None, wv, bv), TOL[dtype])
+
+
+@DTYPES
+@pytest.mark.parametrize("d_slim", [1, 6, 21, 24])
+@pytest.mark.parametrize("has_bias", [False, True], ids=["nobias", "bias"])
+def test_qkv_layout(dtype, d_slim, has_bias):
+    """Column j*3H + t*H + h of token b*N + n lands at out[t, b, h, n, j]; the weight is read as a row prefix."""
+    batch, tokens, heads, d_k, width = 2, 197, 3, 24, 40
+    n_out = 3 * heads * d_slim
+    x = _strided_x(batch * tokens, width, dtype)
+    w = _poisoned_weight(3 * heads * d_k, width, n_out, width, dtype)
+    bias = torch.randn(3 * heads * d_k, device=DEVICE).to(dtype) if has_bias else None
+    out = torch.full((3, batch, heads, tokens, d_slim), math.nan, dtype=dtype, device=DEVICE)
+
+    qkv = sliced_linear(x, w, bias, n_out=n_out, k_in=width, qkv_heads=heads, seq_len=tokens, out=out)
+
+    ref = _reference(x, w, bias, n_out, width)  # [B*N, d'*3*H], column j*3H + t*H + h
+    ref = ref.reshape(batch, tokens, d_slim, 3, heads).permute(3, 0, 4, 1, 2)
+    assert qkv is out
+    assert_close(qkv, ref, TOL[dtype])
+
+
+def test_allocated_outputs_have_aligned_rows_and_weights_are_read_in_place():
+    x = torch.randn(17, 40, device=DEVICE).bfloat16()
+    w = _poisoned_weight(64, 40, 45, 40, torch.bfloat16)
+    y = sliced_linear(x, w, n_out=45, k_in=40)
+    assert y.shape == (17, 45) and y.stride() == (48, 1)
+    assert_close(y, _reference(x, w, None, 45, 40), TOL[torch.bfloat16])
+    w[:45] *= 2  # a later edit of the stored prefix shows up: nothing was copied
+    assert_close(sliced_linear(x, w, n_out=45, k_in=40), 2 * y.double(), TOL[torch.bfloat16])
