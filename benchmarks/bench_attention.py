@@ -3,16 +3,17 @@
 Providers: ``sdpa_contiguous`` (torch SDPA, default backend, on contiguous copies: the dense ideal),
 ``math`` (explicit softmax(QK^T)V), ``torch_backend`` (what the torch backend does: one contiguous copy of
 q, k, v out of the qkv GEMM's (j, t, h) columns, then SDPA) and,
-on a GPU, ``triton`` (slimkern's fused kernel on the qkv kernel's output layout).
+on a GPU, ``triton`` and ``cuda`` (slimkern's fused Triton and CUDA C++ kernels on the qkv kernel's output
+layout; ``cuda`` is skipped with the reason when the extension is not built or not validated).
 """
 
 import pytest
 import torch
 
-from benchmarks.conftest import BATCHES, DEVICE, DTYPE, GPU, SHAPES, WIDTHS, timed
+from benchmarks.conftest import BATCHES, DEVICE, DTYPE, GPU, SHAPES, WIDTHS, cuda_op, timed
 from slimkern.plan import slim_dim
 
-PROVIDERS = ("sdpa_contiguous", "math", "torch_backend") + (("triton",) if GPU else ())
+PROVIDERS = ("sdpa_contiguous", "math", "torch_backend") + (("triton", "cuda") if GPU else ())
 TOKEN_COUNTS = (197, 1025) if GPU else (197,)
 
 
@@ -42,8 +43,13 @@ def test_attention(benchmark, shape, tokens, width, batch, provider):
     elif provider == "math":
         def fn():
             return torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1) @ v
-    else:
+    elif provider == "triton":
         from slimkern.backends.triton import attention
+
+        def fn():
+            return attention(q, k, v, scale=scale, out_layout="bnjh")
+    else:
+        attention = cuda_op("attention")
 
         def fn():
             return attention(q, k, v, scale=scale, out_layout="bnjh")

@@ -3,18 +3,19 @@
 Providers: ``dense_copy`` (torch.mm / cuBLAS on a pre-copied contiguous slice), ``gather`` (what plain
 PyTorch must do for the paper's attention slice in the official layout: index the rows per call),
 ``prefix_view`` (the torch backend: F.linear on a prefix view of the width-prefix layout) and, on a
-GPU, ``triton`` (slimkern's kernel reading the prefix in place).
+GPU, ``triton`` and ``cuda`` (slimkern's Triton and CUDA C++ kernels reading the prefix in place; ``cuda`` is
+skipped with the reason when the extension is not built or not validated).
 """
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.conftest import BATCHES, DEVICE, DTYPE, GPU, SHAPES, TOKENS, WIDTHS, timed
+from benchmarks.conftest import BATCHES, DEVICE, DTYPE, GPU, SHAPES, TOKENS, WIDTHS, cuda_op, timed
 from slimkern.plan import slim_dim
 from slimkern.reference import kept_head_dims
 
-PROVIDERS = ("dense_copy", "gather", "prefix_view") + (("triton",) if GPU else ())
+PROVIDERS = ("dense_copy", "gather", "prefix_view") + (("triton", "cuda") if GPU else ())
 LAYERS = ("qkv", "proj", "fc1", "fc2")
 
 
@@ -63,8 +64,13 @@ def test_sliced_linear(benchmark, shape, layer, width, batch, provider):
     elif provider == "prefix_view":
         def fn():
             return F.linear(x, weight[:n, :k], bias[:n])
-    else:
+    elif provider == "triton":
         from slimkern.backends.triton import sliced_linear
+
+        def fn():
+            return sliced_linear(x, weight, bias, n_out=n, k_in=k)
+    else:
+        sliced_linear = cuda_op("sliced_linear")
 
         def fn():
             return sliced_linear(x, weight, bias, n_out=n, k_in=k)

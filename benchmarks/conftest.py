@@ -41,6 +41,19 @@ def timed(benchmark, fn, flops: float, **info) -> None:
                                 tflops=flops / seconds / 1e12, median_us=seconds * 1e6)
 
 
+def cuda_op(name: str):
+    """An op of the CUDA extension (``sliced_linear``, ``attention``); skips the benchmark with the reason when the
+    ``cuda`` backend is not usable here (not built, build failed, self-test failed)."""
+    from slimkern.backends import list_backends
+
+    why = list_backends()["cuda"]
+    if why:
+        pytest.skip(f"cuda backend unavailable: {why}")
+    from slimkern.backends import cuda
+
+    return getattr(cuda, name)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

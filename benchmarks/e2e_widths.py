@@ -2,11 +2,12 @@
 
     python -m benchmarks.e2e_widths                                   # CPU: the issue-2 comparison
     python -m benchmarks.e2e_widths --device cuda --dtype bfloat16 --batches 1,64 \\
-        --backends torch,triton --compile --json e2e.json --markdown e2e.md   # the GPU table
+        --backends torch,triton,cuda --compile --json e2e.json --markdown e2e.md   # the GPU table
 
-All timings come from one run on one machine, so the ratios compare like with like. Baselines per
-width: the slimmed weights copied out into contiguous dense tensors and run with plain PyTorch
-(eager, and optionally ``torch.compile``); at width 1.0 also timm's VisionTransformer.
+All timings come from one run on one machine, so the ratios compare like with like. A requested backend
+that cannot run here (e.g. ``cuda`` without its built extension) is left out with its reason
+(``skipped_backends``). Baselines per width: the slimmed weights copied out into contiguous dense tensors and
+run with plain PyTorch (eager, and optionally ``torch.compile``); at width 1.0 also timm's VisionTransformer.
 CPU targets (issue 2): width 1.0 within 1.1x of timm; every width within 1.1x of the dense copy;
 t(s)/t(1) within 1.5x of FLOPs(s)/FLOPs(1) for s >= 0.1.
 """
@@ -18,6 +19,7 @@ import datetime
 import json
 import platform
 import statistics
+import sys
 import time
 import warnings
 
@@ -26,6 +28,7 @@ import torch
 
 import slimkern
 from benchmarks.dense_baseline import dense_forward, materialise
+from slimkern.backends import select_backend
 from slimkern.zoo.vit import to_timm
 
 WIDTHS = (1.0, 0.5, 0.25, 0.1, 0.01)
@@ -87,9 +90,18 @@ def run(model_name: str, batches: list[int], widths: list[float], backends: list
     size, bands = model.cfg.arch.img_size, len(model.cfg.bands)
     vit = to_timm(model)
     rows = []
+    skipped = {}
+    for backend in backends:
+        try:
+            select_backend(backend, model.device, dtype)
+        except NotImplementedError as exc:
+            skipped[backend] = str(exc)
+            print(f"leaving out backend {backend!r}: {exc}", file=sys.stderr)
+    backends = [b for b in backends if b not in skipped]
     result = {"model": model.cfg.name, "device": device, "dtype": str(dtype).removeprefix("torch."),
               "machine": machine(device), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
-              "timm": timm.__version__, "date": datetime.date.today().isoformat(), "backends": backends, "rows": rows}
+              "timm": timm.__version__, "date": datetime.date.today().isoformat(), "backends": backends,
+              "skipped_backends": skipped, "rows": rows}
     for batch in batches:
         x = torch.randn(batch, bands, size, size, device=device, dtype=dtype)
         for width in widths:

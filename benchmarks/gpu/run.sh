@@ -39,18 +39,26 @@ fi
 } >"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-# time limits add up to under 8 minutes; each stage keeps what it finished (e2e writes after every row)
+# GPU time limits add up to under 8 minutes (445 s here + serve_load); each stage keeps what it finished (e2e
+# writes after every row)
 if [ $GPU -eq 1 ]; then
-  stage tests 150 $PY -m pytest tests -q -ra -p no:cacheprovider --junitxml="$OUT/tests.xml"
-  stage kernels_linear 90 $PY -m pytest benchmarks/bench_sliced_linear.py -q -p no:cacheprovider --benchmark-only \
+  # the CUDA extension first: JIT build with ninja (cached for every later stage) and its self-test
+  CHECK_CUDA="import slimkern.backends as b; why = b.list_backends()['cuda']; print(why or 'built, validated'); exit(bool(why))"
+  stage build_cuda 90 env MAX_JOBS=16 $PY -c "$CHECK_CUDA"
+  SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  stage sanitizer 30 "$SANITIZER" --tool memcheck --error-exitcode 1 $PY -m benchmarks.gpu.cuda_sanitize
+  stage tests 110 $PY -m pytest tests -q -ra -p no:cacheprovider --junitxml="$OUT/tests.xml"
+  stage kernels_linear 60 $PY -m pytest benchmarks/bench_sliced_linear.py -q -p no:cacheprovider --benchmark-only \
     --benchmark-json="$OUT/kernels_linear.json" --benchmark-columns=median
-  stage kernels_attention 70 $PY -m pytest benchmarks/bench_attention.py -q -p no:cacheprovider --benchmark-only \
+  stage kernels_attention 45 $PY -m pytest benchmarks/bench_attention.py -q -p no:cacheprovider --benchmark-only \
     --benchmark-json="$OUT/kernels_attention.json" --benchmark-columns=median
-  stage e2e 150 $PY -m benchmarks.e2e_widths --device cuda --dtype bfloat16 --batches 64,1 \
-    --backends torch,triton --compile --repeats 10 --json "$OUT/e2e.json" --markdown "$OUT/e2e.md"
+  # no --compile here (a torch.compile per width would eat the budget): batch 64 and 1 for every backend
+  stage e2e 95 $PY -m benchmarks.e2e_widths --device cuda --dtype bfloat16 --batches 64,1 \
+    --backends torch,triton,cuda --repeats 10 --json "$OUT/e2e.json" --markdown "$OUT/e2e.md"
 else
-  stage tests 300 $PY -m pytest tests/test_plan.py tests/backends/test_triton_backend.py -q -p no:cacheprovider \
-    --junitxml="$OUT/tests.xml"
+  stage cuda_compile 180 $PY csrc/check_sass.py   # nvcc for sm_90a/sm_80 and the SASS table (skips nothing)
+  stage tests 300 $PY -m pytest tests/test_plan.py tests/backends/test_triton_backend.py \
+    tests/backends/test_cuda_backend.py -q -p no:cacheprovider --junitxml="$OUT/tests.xml"
   stage kernels_linear 300 $PY -m pytest benchmarks/bench_sliced_linear.py -q -p no:cacheprovider --benchmark-only \
     --benchmark-json="$OUT/kernels_linear.json" --benchmark-columns=median
   stage kernels_attention 300 $PY -m pytest benchmarks/bench_attention.py -q -p no:cacheprovider --benchmark-only \
@@ -62,6 +70,6 @@ fi
 if [ $GPU -eq 1 ]; then SERVE=(--device cuda --dtype bfloat16 --seconds 15); else SERVE=(--arch depth=2,dim=128,num_heads=2 --seconds 5); fi
 stage serve_load 60 $PY -m benchmarks.serve_load "${SERVE[@]}" --warmup-seconds 3 --json "$OUT/serve_load.json" \
   --markdown "$OUT/serve_load.md"
-stage summary 20 $PY -m benchmarks.gpu.summarize "$OUT"
+stage summary 15 $PY -m benchmarks.gpu.summarize "$OUT"
 echo "results in $OUT (status $status)"
 exit $status

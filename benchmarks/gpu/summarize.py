@@ -10,24 +10,55 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+OURS = ("cuda", "triton", "prefix_view", "torch_backend")
+
 
 def kernel_ratios(kernels: dict) -> list[str]:
-    """Per case: median time of each provider relative to the dense baseline of the same case."""
+    """Per case: median time of each of slimkern's providers relative to the dense baseline of the same case
+    (cuBLAS ``addmm`` on a contiguous copy of the slice, or SDPA on contiguous q/k/v); below 1 is faster."""
     cases: dict[tuple, dict[str, float]] = defaultdict(dict)
     for bench in kernels.get("benchmarks", []):
         info = bench["extra_info"]
         kind = "attention" if "tokens" in info else "linear"
         key = (kind, info["shape"], info.get("layer") or f"{info['tokens']} tokens", info["width"], info["batch"])
         cases[key][info["provider"]] = info["median_us"]
-    lines = ["| kernel | shape | case | width | batch | providers (us) | slimkern / baseline |", "|" + " --- |" * 7]
+    present = [p for p in OURS if any(p in times for times in cases.values())]
+    header = ["kernel", "shape", "case", "width", "batch", "providers (us)", *[f"{p} / baseline" for p in present]]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for key in sorted(cases):
         times = cases[key]
         baseline = times.get("dense_copy") or times.get("sdpa_contiguous")
-        ours = times.get("triton") or times.get("prefix_view") or times.get("torch_backend")
-        ratio = f"{ours / baseline:.2f}" if baseline and ours else "-"
+        ratios = [f"{times[p] / baseline:.2f}" if baseline and p in times else "-" for p in present]
         providers = ", ".join(f"{p} {t:.1f}" for p, t in sorted(times.items()))
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]:g} | {key[4]} | {providers} | {ratio} |")
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]:g} | {key[4]} | {providers} | {' | '.join(ratios)} |")
+    lines += ["", *target_lines(cases)]
     return lines
+
+
+def target_lines(cases: dict[tuple, dict[str, float]]) -> list[str]:
+    """The issue-5 kernel target per provider: sliced linear throughput >= 0.9x cuBLAS on a contiguous copy."""
+    lines = []
+    for provider in ("cuda", "triton"):
+        speed = [times["dense_copy"] / times[provider] for key, times in cases.items()
+                 if key[0] == "linear" and provider in times and "dense_copy" in times]
+        if speed:
+            speed.sort()
+            lines.append(f"- sliced linear, {provider} throughput vs cuBLAS on a contiguous copy: median "
+                         f"{speed[len(speed) // 2]:.2f}x, worst {speed[0]:.2f}x; {sum(s >= 0.9 for s in speed)} of "
+                         f"{len(speed)} cases >= 0.9x")
+    return lines
+
+
+def e2e_cuda_vs_triton(result: dict) -> list[str]:
+    """The issue-5 end-to-end target: the cuda backend at least as fast as triton at every width and batch."""
+    rows = [r for r in result.get("rows", []) if "cuda_ms" in r and "triton_ms" in r]
+    if not rows:
+        skipped = result.get("skipped_backends", {})
+        return [f"cuda backend left out of the end-to-end run: {skipped['cuda']}", ""] if "cuda" in skipped else []
+    cells = ", ".join(f"b{r['batch']} w{r['width']:g} {r['cuda_ms'] / r['triton_ms']:.2f}" for r in rows)
+    slower = [r for r in rows if r["cuda_ms"] > r["triton_ms"]]
+    return [f"End to end, cuda / triton latency (batch, width): {cells}; "
+            f"{len(rows) - len(slower)} of {len(rows)} rows at least as fast.", ""]
 
 
 def main(out_dir: str) -> None:
@@ -42,6 +73,8 @@ def main(out_dir: str) -> None:
     e2e = out / "e2e.md"
     if e2e.exists():
         parts += ["## End to end", "", e2e.read_text()]
+    if (out / "e2e.json").exists():
+        parts += e2e_cuda_vs_triton(json.loads((out / "e2e.json").read_text()))
     serve = out / "serve_load.md"
     if serve.exists():
         parts += ["## Serving under load", "", serve.read_text()]
