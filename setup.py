@@ -1,6 +1,43 @@
-"""Packaging lives in pyproject.toml; this file is the place for the optional CUDA extension (csrc/),
-which is added with the cuda backend. Without it, installing slimkern is pure Python."""
+"""Packaging lives in pyproject.toml; this file only adds the optional CUDA extension (csrc/).
+
+The default install is pure Python: the ``cuda`` backend then JIT-builds its extension with ninja on first use
+(cached; see slimkern/backends/cuda/build.py). To compile it ahead of time into ``slimkern._cuda_kernels``
+(torch and the CUDA toolkit must be importable by the build, hence no build isolation)::
+
+    SLIMKERN_BUILD_CUDA=1 pip install --no-build-isolation .
+    SLIMKERN_BUILD_CUDA=1 python setup.py build_ext --inplace     # in a checkout
+"""
+
+import importlib.util
+import os
+from pathlib import Path
 
 from setuptools import setup
 
-setup()
+
+def cuda_extension() -> dict:
+    """setup() arguments for the ahead-of-time build, or none unless SLIMKERN_BUILD_CUDA=1."""
+    if os.environ.get("SLIMKERN_BUILD_CUDA") != "1":
+        return {}
+    from torch.utils.cpp_extension import BuildExtension, CUDAExtension
+
+    # the same sources, flags and toolkit lookup as the JIT build (build.py imports only torch)
+    spec = importlib.util.spec_from_file_location("_build", Path(__file__).parent / "slimkern/backends/cuda/build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    home = build.find_cuda_home()
+    if home is None:
+        raise RuntimeError("SLIMKERN_BUILD_CUDA=1 but no CUDA toolkit was found (set CUDA_HOME)")
+    os.environ.setdefault("CUDA_HOME", str(home))
+    csrc = Path("csrc")
+    ext = CUDAExtension(
+        name=build.AOT_MODULE,
+        sources=[str(csrc / name) for name in build.SOURCES],
+        include_dirs=[str(csrc.resolve())],
+        library_dirs=[str(build.cuda_lib_dir(home))],
+        extra_compile_args={"cxx": ["-O3"], "nvcc": list(build.NVCC_FLAGS)},
+    )
+    return {"ext_modules": [ext], "cmdclass": {"build_ext": BuildExtension}}
+
+
+setup(**cuda_extension())
