@@ -85,7 +85,7 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     flip = torch.rand(len(images), generator=generator) < 0.5
     images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
     turns = torch.randint(0, 4, (len(images),), generator=generator)
-    return torch.stack([torch.rot90(img, int(k), dims=(-2, -1)) for img, k in zip(images, turns)])
+    return torch.stack([torch.rot90(img, int(k), dims=(-2, -1)) for img, k in zip(images, turns, strict=True)])
 
 
 @torch.no_grad()

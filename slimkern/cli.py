@@ -24,6 +24,14 @@ def parse_widths(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"--widths takes 'paper' or numbers like 1,0.5,0.1; got {text!r}") from None
 
 
+def parse_bands(text: str) -> tuple[int, ...]:
+    """``--bands 3,2,1``: 0-based band indices into each image file."""
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--bands takes 0-based indices like 3,2,1; got {text!r}") from None
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     for name in list_models(args.pattern):
         cfg = get_cfg(name)
@@ -130,12 +138,53 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_arguments(p)
     p.set_defaults(func=demo.run)
 
+    p = sub.add_parser("sweep", help="accuracy and redundancy vs compute over widths (k-NN / linear probe); "
+                       "without arguments: the shipped EuroSAT model on the shipped sample")
+    p.add_argument("name", nargs="?", default=None, help="model (default: vit_tiny_eurosat with its shipped weights)")
+    p.add_argument("--weights", default=None, help="checkpoint of the model (default: shipped weights of the demo)")
+    p.add_argument("--data", default=None, help="class-per-folder image tree (default: the shipped EuroSAT sample)")
+    p.add_argument("--labels", default=None, help="multi-label list (JSON or CSV file,labels) for the images in --data")
+    p.add_argument("--geobench", default=None, metavar="TASK", help="a local GEO-Bench task, e.g. m-eurosat")
+    p.add_argument("--geobench-bands", default=None, help="GEO-Bench band names, comma-separated")
+    p.add_argument("--dataset-name", default=None, help="name in the result files (default: the data folder's)")
+    p.add_argument("--bands", type=parse_bands, default=None, help="0-based band indices to take, e.g. 3,2,1")
+    p.add_argument("--scale", type=float, default=None, help="factor from stored pixel values to the model's "
+                   "input scale (default: from the model's metadata, e.g. 1/255 for 8-bit RGB)")
+    p.add_argument("--widths", type=parse_widths, default=PAPER_WIDTHS, help="'paper' (default) or a list")
+    p.add_argument("--mode", choices=MODES, default="attn+ffn")
+    p.add_argument("--probe", choices=("knn", "linear", "both"), default="both")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..n-1 of the splits and probes")
+    p.add_argument("--out", required=True, help="output folder (an interrupted sweep resumes there)")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--no-plot", action="store_true", help="skip the plots")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("plot", help="plot sweep folders (one line per folder) as PNG and SVG")
+    p.add_argument("folders", nargs="+", help="folders written by `slimkern sweep`")
+    p.add_argument("--out", default=None, help="where the plots go (default: the only folder given)")
+    p.set_defaults(func=cmd_plot)
+
     from .serving import command as serve  # FastAPI and uvicorn are imported only when `serve` runs
 
     p = sub.add_parser("serve", help="HTTP server: embeddings at a width, FLOPs or latency budget per request")
     serve.add_arguments(p)
     p.set_defaults(func=serve.run)
     return parser
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .analysis.command import sweep_command
+
+    return sweep_command(args)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .analysis.command import plot_command
+
+    return plot_command(args)
 
 
 def main(argv: list[str] | None = None) -> int:
