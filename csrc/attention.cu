@@ -163,9 +163,9 @@ namespace {
 
 template <typename T, int D>
 cudaError_t attention_launch(const AttentionParams& p, bool aligned, cudaStream_t stream) {
-  auto kernel = attention_kernel<T, D>;
+  constexpr auto kernel = attention_kernel<T, D>;
   constexpr int smem = AttnTile<D>::kSmemBytes;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  cudaError_t err = allow_dynamic_smem<kernel>(smem);
   if (err != cudaSuccess) return err;
   const dim3 grid((p.n_q + kAttnBM - 1) / kAttnBM, p.batch * p.heads);
   kernel<<<grid, kAttnWarps * 32, smem, stream>>>(p, aligned);

@@ -162,9 +162,8 @@ namespace {
 template <typename T, int BM, int BN, int WARPS_M, int WARPS_N, bool GATED>
 cudaError_t launch(const LinearParams& p, bool aligned, cudaStream_t stream) {
   using Cfg = Tile<BM, BN, WARPS_M, WARPS_N, GATED>;
-  auto kernel = sliced_linear_kernel<T, BM, BN, WARPS_M, WARPS_N, GATED>;
-  // above 48 KB of dynamic shared memory a kernel must opt in (per device; cheap to repeat)
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  constexpr auto kernel = sliced_linear_kernel<T, BM, BN, WARPS_M, WARPS_N, GATED>;
+  cudaError_t err = allow_dynamic_smem<kernel>(Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
   const dim3 grid((p.n + BN - 1) / BN, (p.m + BM - 1) / BM);
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p, aligned);

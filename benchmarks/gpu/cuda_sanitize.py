@@ -43,7 +43,7 @@ def main() -> int:
         ops.attention(q, k, v, scale=d**-0.5, out_layout="bhnd")
     x = torch.randn(197, 770, device=dev, dtype=dt)[:, :768]
     ops.layer_norm(x, x[0], x[1], 1e-6, residual=x)
-    model = tiny_model(backend="cuda", img_size=64).to(dev, dt)
+    model = tiny_model(img_size=64, device=dev, dtype=dt, backend="cuda")
     images = torch.randn(2, 3, 64, 64, device=dev, dtype=dt)
     for width in (1.0, 0.1):
         model.run(images, width)

@@ -99,10 +99,12 @@ class CudaBackend(Backend):
         return self._verdicts[index]
 
     def unavailable_reason(self) -> str | None:
-        why = build.unavailable_reason()
-        if why:
-            return why
-        return self._verdict(torch.cuda.current_device())
+        if not torch.cuda.is_available():
+            return "no CUDA GPU"
+        index = torch.cuda.current_device()
+        if index in self._verdicts:  # the common case, on every model.run(): no file-system lookups
+            return self._verdicts[index]
+        return build.unavailable_reason() or self._verdict(index)
 
     def not_supported_reasons(self, device: torch.device, dtype: torch.dtype) -> list[str]:
         reasons = super().not_supported_reasons(device, dtype)

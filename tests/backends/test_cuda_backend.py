@@ -272,17 +272,22 @@ def test_blocks_match_reference(width, mode, variant, dtype):
     blocks = [b.to("cuda", dtype) for b in _blocks(spec)]
     plan = make_plan(width, mode, ((spec.num_heads, spec.head_dim, spec.mlp_hidden),) * len(blocks))
     x = torch.randn(2, 197, spec.dim, device="cuda").to(dtype)
-    bias = torch.randn(spec.num_heads, 197, 197, device="cuda").to(dtype) if variant == "plain" else None
-    context = torch.randn(2, 50, spec.dim, device="cuda").to(dtype) if spec.cross_attn else None
+    bias = torch.randn(spec.num_heads, 197, 197, device="cuda").to(dtype) if variant in ("plain", "cross_attn") \
+        else None
+    context, context_bias = None, None
+    if spec.cross_attn:
+        context = torch.randn(2, 50, spec.dim, device="cuda").to(dtype)
+        context_bias = torch.randn(spec.num_heads, 197, 50, device="cuda").to(dtype)
     backend = select_backend("cuda", x.device, dtype)
 
-    out = backend.forward_blocks(x, blocks, plan, bias=bias, context=context)
+    out = backend.forward_blocks(x, blocks, plan, bias=bias, context=context, context_bias=context_bias)
 
-    blocks64 = [b.to(torch.float64) for b in _blocks(spec)]
+    blocks64 = [b.to("cuda", torch.float64) for b in _blocks(spec)]
     for b64, b in zip(blocks64, blocks, strict=True):  # the reference sees the same rounded weights
         b64.load_state_dict({k: v.double() for k, v in b.state_dict().items()})
-    ref = REFERENCE.forward_blocks(x.double(), blocks64, plan, bias=None if bias is None else bias.double(),
-                                   context=None if context is None else context.double())
+    ref = REFERENCE.forward_blocks(x.double(), blocks64, plan,
+                                   **{k: None if t is None else t.double() for k, t in
+                                      (("bias", bias), ("context", context), ("context_bias", context_bias))})
     assert torch.isfinite(out).all()
     assert rel_error(out, ref) < TOLERANCE[dtype]
 

@@ -92,6 +92,7 @@ def unavailable_reason() -> str | None:
 _build_error: str | None = None
 
 
+@functools.cache
 def _aot_module() -> ModuleType | None:
     try:
         return importlib.import_module(AOT_MODULE)
