@@ -10,6 +10,11 @@ and memory (RSS; on CUDA also allocated and reserved) after the warm-up, at half
 sends every budget once, then runs the concurrent load for ``--warmup-seconds``. The allocator may still take
 memory for merged batch sizes it has not seen before in the first half; a leak keeps growing, so the check is that
 the second half grows by at most ``--max-growth-mb``. Exits 1 when there are errors or memory grows.
+
+On CPU, glibc's per-thread arenas and its sliding mmap threshold make RSS creep up under many-megabyte request
+buffers freed in several threads (no Python object or tensor is kept: their counts stay flat). Run long-lived CPU
+servers with ``MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=1048576`` (or jemalloc / tcmalloc via ``LD_PRELOAD``);
+the environment is recorded with the results.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import asyncio
 import datetime
 import io
 import json
+import os
 import platform
 import random
 import time
@@ -34,6 +40,8 @@ import slimkern
 from slimkern.serving.profile import device_name
 from slimkern.serving.server import background_server, create_app
 
+# glibc settings that keep a multi-threaded server's RSS flat on CPU (recorded with the results)
+ALLOCATOR_ENV = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "LD_PRELOAD")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -123,6 +131,7 @@ def report(args, model, records: list[dict], wall_s: float, mem_before: dict, me
         "machine": device_name(model.device),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(), "torch": torch.__version__,
+        "allocator_env": {k: os.environ[k] for k in ALLOCATOR_ENV if k in os.environ},
         "model": model.cfg.name, "arch": repr(model.cfg.arch), "device": str(model.device),
         "dtype": str(model.dtype).removeprefix("torch."), "backend": model.backend.name,
         "clients": args.clients, "seconds": wall_s, "batch_sizes": args.batch_sizes,
@@ -146,7 +155,8 @@ def markdown(result: dict) -> str:
     lines = [
         f"`{result['model']}` on {result['machine']}, {result['dtype']}, backend {result['backend']}, "
         f"{result['date']}: {result['clients']} loopback clients for {result['seconds']:.1f} s, batches of "
-        f"{result['batch_sizes']} images, max_batch {result['max_batch']}, max_wait {result['max_wait_ms']} ms",
+        f"{result['batch_sizes']} images, max_batch {result['max_batch']}, max_wait {result['max_wait_ms']} ms, "
+        f"allocator env {result['allocator_env'] or 'default'}",
         "",
         f"{result['requests_per_s']:.2f} requests/s, {result['images_per_s']:.2f} images/s, "
         f"{result['errors']} errors of {result['requests']} requests; memory (MiB) {mem}",
