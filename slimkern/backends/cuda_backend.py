@@ -22,6 +22,7 @@ from ..blocks import Block
 from ..plan import BlockPlan
 from . import Backend, register_backend
 from .cuda import build
+from .cuda.ops import run_attention, run_layer_norm, run_sliced_linear
 from .eager import TorchBackend
 
 #: Norm-wise relative error vs an fp32 PyTorch computation that the self-test accepts (bf16 rounding is ~4e-3).
@@ -118,8 +119,8 @@ class CudaBackend(Backend):
                       context: torch.Tensor | None = None, context_bias: torch.Tensor | None = None) -> torch.Tensor:
         if x.dtype == torch.float32:
             return self._fp32.forward_block(x, block, plan, bias=bias, context=context, context_bias=context_bias)
-        from .cuda import attention, layer_norm, sliced_linear
-
+        # the unchecked runners: these arguments are right by construction, and at batch 1 the Python checks of
+        # seven ops per block would cost as much as the kernels (the binding still checks every tensor)
         spec = block.spec
         batch, tokens, dim = x.shape
         rows = x.reshape(batch * tokens, dim)
@@ -127,50 +128,46 @@ class CudaBackend(Backend):
             rows = rows.contiguous()
         gamma1 = block.ls1.gamma if block.ls1 is not None else None
         gamma2 = block.ls2.gamma if block.ls2 is not None else None
+        attn, mlp = block.attn, block.mlp
 
-        h = layer_norm(rows, block.norm1.weight, block.norm1.bias, spec.norm_eps)
-        qkv = sliced_linear(h, block.attn.qkv.weight, block.attn.qkv.bias, n_out=3 * plan.attn_width, k_in=dim,
-                            qkv_heads=plan.num_heads, seq_len=tokens)
-        o = attention(qkv[0], qkv[1], qkv[2], scale=plan.scale, bias=bias, out_layout="bnjh")
-        rows = sliced_linear(o.view(batch * tokens, plan.attn_width), block.attn.proj.weight, block.attn.proj.bias,
-                             n_out=dim, k_in=plan.attn_width, residual=rows, gamma=gamma1)
+        h = run_layer_norm(rows, block.norm1.weight, block.norm1.bias, spec.norm_eps)
+        qkv = run_sliced_linear(h, attn.qkv.weight, attn.qkv.bias, 3 * plan.attn_width, dim, qkv_heads=plan.num_heads,
+                                seq_len=tokens)
+        o = run_attention(qkv[0], qkv[1], qkv[2], plan.scale, bias)
+        rows = run_sliced_linear(o.view(batch * tokens, plan.attn_width), attn.proj.weight, attn.proj.bias, dim,
+                                 plan.attn_width, residual=rows, gamma=gamma1)
 
         if block.cross_attn is not None:
             rows = self._cross_attention(rows, context, block, plan, context_bias, batch)
 
-        h = layer_norm(rows, block.norm2.weight, block.norm2.bias, spec.norm_eps)
-        units, fc1, fc3 = plan.mlp_hidden, block.mlp.fc1, block.mlp.fc3
+        h = run_layer_norm(rows, block.norm2.weight, block.norm2.bias, spec.norm_eps)
+        units, fc1, fc3 = plan.mlp_hidden, mlp.fc1, mlp.fc3
         if fc3 is None:
-            hidden = sliced_linear(h, fc1.weight, fc1.bias, n_out=units, k_in=dim, activation="gelu")
+            hidden = run_sliced_linear(h, fc1.weight, fc1.bias, units, dim, gelu=True)
         else:  # gated FFN: gate (fc1) and value (fc3) GEMMs share one kernel and its X tiles
-            hidden = sliced_linear(h, fc1.weight, fc1.bias, n_out=units, k_in=dim, value_weight=fc3.weight,
-                                   value_bias=fc3.bias)
-        rows = sliced_linear(hidden, block.mlp.fc2.weight, block.mlp.fc2.bias, n_out=dim, k_in=units,
-                             residual=rows, gamma=gamma2)
+            hidden = run_sliced_linear(h, fc1.weight, fc1.bias, units, dim, value_weight=fc3.weight,
+                                       value_bias=fc3.bias)
+        rows = run_sliced_linear(hidden, mlp.fc2.weight, mlp.fc2.bias, dim, units, residual=rows, gamma=gamma2)
         return rows.reshape(batch, tokens, dim)
 
     @staticmethod
     def _cross_attention(rows: torch.Tensor, context: torch.Tensor, block: Block, plan: BlockPlan,
                          bias: torch.Tensor | None, batch: int) -> torch.Tensor:
         """``rows + proj(attention(q(n(rows)), k(n(context)), v(n(context))))`` with ``n = norm_cross``."""
-        from .cuda import attention, layer_norm, sliced_linear
-
         spec, cross, a = block.spec, block.cross_attn, plan.attn_width
         dim = rows.shape[1]
         norm = block.norm_cross
-        h = layer_norm(rows, norm.weight, norm.bias, spec.norm_eps)
-        c = layer_norm(context.reshape(-1, dim).contiguous(), norm.weight, norm.bias, spec.norm_eps)
+        h = run_layer_norm(rows, norm.weight, norm.bias, spec.norm_eps)
+        c = run_layer_norm(context.reshape(-1, dim).contiguous(), norm.weight, norm.bias, spec.norm_eps)
 
         def project(layer, t: torch.Tensor) -> torch.Tensor:
             # stored rows (j, h): the GEMM writes columns j*H + h; the attention kernel reads [B, H, N, d'] with unit
             # stride along d', so the activation (never the weight) is re-laid out
-            y = sliced_linear(t, layer.weight, layer.bias, n_out=a, k_in=dim)
+            y = run_sliced_linear(t, layer.weight, layer.bias, a, dim)
             return y.view(batch, -1, plan.head_dim, plan.num_heads).permute(0, 3, 1, 2).contiguous()
 
-        o = attention(project(cross.q, h), project(cross.k, c), project(cross.v, c), scale=plan.scale, bias=bias,
-                      out_layout="bnjh")
-        return sliced_linear(o.view(rows.shape[0], a), cross.proj.weight, cross.proj.bias, n_out=dim, k_in=a,
-                             residual=rows)
+        o = run_attention(project(cross.q, h), project(cross.k, c), project(cross.v, c), plan.scale, bias)
+        return run_sliced_linear(o.view(rows.shape[0], a), cross.proj.weight, cross.proj.bias, dim, a, residual=rows)
 
 
 register_backend(CudaBackend())

@@ -233,7 +233,7 @@ def test_layer_norm_bad_arguments():
         ops.layer_norm(x, w, None, 1e-6, residual=x)
 
 
-# -- on a GPU: whole blocks against the float64 reference -------------------------------------------------------
+# -- the backend's wiring on CPU: the binding's contract modelled in PyTorch -----------------------------------------
 TOLERANCE = CudaBackend.tolerances
 SPEC = BlockSpec(dim=128, num_heads=2, head_dim=64, mlp_hidden=512)
 VARIANTS = {
@@ -255,6 +255,60 @@ def _blocks(spec: BlockSpec, depth: int = 2) -> list[Block]:
     return blocks
 
 
+class ContractModel:
+    """What each binding function promises (csrc/binding.cpp + launch.h), written with PyTorch ops: lets the
+    backend's data flow (argument order, views, layouts) run on CPU in float64, where only exact agreement passes."""
+
+    @staticmethod
+    def sliced_linear(x, w, bias, w_value, bias_value, residual, gamma, out, n_out, k_in, gelu, qkv_heads, seq_len):
+        y = x[:, :k_in] @ w[:n_out, :k_in].T + (0 if bias is None else bias[:n_out])
+        if gelu:
+            y = torch.nn.functional.gelu(y)
+        if w_value is not None:
+            value = x[:, :k_in] @ w_value[:n_out, :k_in].T + (0 if bias_value is None else bias_value[:n_out])
+            y = torch.nn.functional.silu(y) * value
+        if residual is not None:
+            y = residual + (1 if gamma is None else gamma) * y
+        if qkv_heads:
+            y = y.view(-1, seq_len, n_out // (3 * qkv_heads), 3, qkv_heads).permute(3, 0, 4, 1, 2)
+        out.copy_(y)
+
+    @staticmethod
+    def attention(q, k, v, bias, out, scale, bnjh):
+        o = torch.softmax(q @ k.transpose(-1, -2) * scale + (0 if bias is None else bias), dim=-1) @ v
+        out.copy_(o.permute(0, 2, 3, 1).reshape(out.shape) if bnjh else o)
+
+    @staticmethod
+    def layer_norm(x, weight, bias, residual, out, residual_out, eps):
+        s = x if residual is None else x + residual
+        if residual_out is not None:
+            residual_out.copy_(s)
+        out.copy_(torch.nn.functional.layer_norm(s, (x.shape[1],), weight, bias, eps))
+
+
+WIRING = [(w, "attn+ffn", v) for w in (1.0, 0.1) for v in VARIANTS] + [(0.01, m, "plain") for m in ("attn", "ffn")]
+
+
+@pytest.mark.parametrize("width, mode, variant", WIRING, ids=[f"{w:g}-{m}-{v}" for w, m, v in WIRING])
+def test_backend_wiring_against_the_binding_contract(monkeypatch, width, mode, variant):
+    monkeypatch.setattr(build, "extension", lambda: ContractModel)
+    spec = dataclasses.replace(SPEC, **VARIANTS[variant])
+    blocks = [b.to(torch.float64) for b in _blocks(spec)]
+    plan = make_plan(width, mode, ((spec.num_heads, spec.head_dim, spec.mlp_hidden),) * len(blocks))
+    x = torch.randn(2, 17, spec.dim, dtype=torch.float64)
+    bias = torch.randn(spec.num_heads, 17, 17, dtype=torch.float64)
+    context = context_bias = None
+    if spec.cross_attn:
+        context = torch.randn(2, 9, spec.dim, dtype=torch.float64)
+        context_bias = torch.randn(spec.num_heads, 17, 9, dtype=torch.float64)
+    inputs = {"bias": bias, "context": context, "context_bias": context_bias}
+
+    out = CudaBackend().forward_blocks(x, blocks, plan, **inputs)
+
+    assert rel_error(out, REFERENCE.forward_blocks(x, blocks, plan, **inputs)) < 1e-12
+
+
+# -- on a GPU: whole blocks against the float64 reference -------------------------------------------------------
 @needs_gpu
 def test_available_and_validated_on_gpu():
     assert list_backends()["cuda"] is None, list_backends()["cuda"]

@@ -132,21 +132,26 @@ def jit_build() -> ModuleType:
         raise ExtensionUnavailable(f"the CUDA extension failed to build (log: {log})") from exc
 
 
+_loaded: ModuleType | None = None
+
+
 def extension() -> ModuleType:
     """The loaded extension module; builds it on first use (JIT, cached on disk) when no AOT build is installed.
+
+    Every op calls this: once loaded, the module is returned without any further lookup.
 
     Raises:
         ExtensionUnavailable: with the reason (no GPU, no toolkit, no sources, or the build failed: log path).
     """
-    global _build_error
+    global _build_error, _loaded
+    if _loaded is not None:
+        return _loaded
     why = unavailable_reason()
     if why:
         raise ExtensionUnavailable(why)
-    module = _aot_module()
-    if module is not None:
-        return module
     try:
-        return jit_build()
+        _loaded = _aot_module() or jit_build()
     except ExtensionUnavailable as exc:
         _build_error = str(exc)
         raise
+    return _loaded

@@ -28,7 +28,7 @@ MAX_NORM_WIDTH = 8192
 def _ext():
     from .build import extension
 
-    return extension()
+    return extension()  # cached after the first call: the module, or the same ExtensionUnavailable
 
 
 def _check_dtype(op: str, name: str, t: torch.Tensor) -> None:
@@ -161,12 +161,23 @@ def sliced_linear(
         if tuple(out.shape) != out_shape:
             raise ValueError(f"{op}: out must have shape {out_shape}, got {tuple(out.shape)}")
     _check_cuda(op, x.device)
+    return run_sliced_linear(x, weight, bias, n_out, k_in, activation == "gelu", value_weight, value_bias, residual,
+                             gamma, qkv_heads or 0, seq_len or 0, out)
+
+
+def run_sliced_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, n_out: int, k_in: int,
+                      gelu: bool = False, value_weight: torch.Tensor | None = None,
+                      value_bias: torch.Tensor | None = None, residual: torch.Tensor | None = None,
+                      gamma: torch.Tensor | None = None, qkv_heads: int = 0, seq_len: int = 0,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`sliced_linear` without the Python-side checks (the binding's checks still run): for the backend,
+    whose arguments are right by construction, so that batch-1 forwards are not bound by Python overhead."""
     if out is None:
-        out = _aligned_rows(m, n_out, x) if qkv_heads is None else torch.empty(out_shape, dtype=x.dtype,
-                                                                               device=x.device)
-    if m > 0:
-        _ext().sliced_linear(x, weight, bias, value_weight, value_bias, residual, gamma, out, n_out, k_in,
-                             activation == "gelu", qkv_heads or 0, seq_len or 0)
+        out = _aligned_rows(x.shape[0], n_out, x) if not qkv_heads else torch.empty(
+            (3, x.shape[0] // seq_len, qkv_heads, seq_len, n_out // (3 * qkv_heads)), dtype=x.dtype, device=x.device)
+    if x.shape[0] > 0:
+        _ext().sliced_linear(x, weight, bias, value_weight, value_bias, residual, gamma, out, n_out, k_in, gelu,
+                             qkv_heads, seq_len)
     return out
 
 
@@ -240,11 +251,18 @@ def attention(
         if tuple(out.shape) != out_shape:
             raise ValueError(f"{op}: out must have shape {out_shape}, got {tuple(out.shape)}")
     _check_cuda(op, q.device)
+    return run_attention(q, k, v, float(scale), bias, out_layout == "bnjh", out)
+
+
+def run_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, bias: torch.Tensor | None = None,
+                  bnjh: bool = True, out: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`attention` without the Python-side checks (the binding's checks still run); for the backend."""
+    batch, heads, n_q, d = q.shape
     if out is None:
-        out = _aligned_rows(n_q, d * heads, q, (batch,)) if out_layout == "bnjh" else torch.empty(
-            out_shape, dtype=q.dtype, device=q.device)
+        out = _aligned_rows(n_q, d * heads, q, (batch,)) if bnjh else torch.empty(q.shape, dtype=q.dtype,
+                                                                                  device=q.device)
     if batch * heads * n_q > 0:
-        _ext().attention(q, k, v, bias, out, float(scale), out_layout == "bnjh")
+        _ext().attention(q, k, v, bias, out, scale, bnjh)
     return out
 
 
@@ -304,9 +322,17 @@ def layer_norm(
             if tuple(t.shape) != (m, d):
                 raise ValueError(f"{op}: {name} must have shape {(m, d)}, got {tuple(t.shape)}")
     _check_cuda(op, x.device)
+    return run_layer_norm(x, weight, bias, float(eps), residual, out, residual_out)
+
+
+def run_layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
+                   residual: torch.Tensor | None = None, out: torch.Tensor | None = None,
+                   residual_out: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """:func:`layer_norm` without the Python-side checks (the binding's checks still run); for the backend."""
+    m, d = x.shape
     out = torch.empty((m, d), dtype=x.dtype, device=x.device) if out is None else out
     if residual is not None and residual_out is None:
         residual_out = torch.empty((m, d), dtype=x.dtype, device=x.device)
     if m > 0 and d > 0:
-        _ext().layer_norm(x, weight, bias, residual, out, residual_out, float(eps))
+        _ext().layer_norm(x, weight, bias, residual, out, residual_out, eps)
     return out if residual is None else (out, residual_out)
