@@ -99,7 +99,7 @@ def test_geotiff_band_mismatch_and_band_selection(tmp_path, rgb_model):
 
 def test_geotiff_band_first_layout_reads_the_same(tmp_path):
     band_last = np.arange(3 * 5 * 2, dtype=np.uint16).reshape(3, 5, 2)  # [H=3, W=5, C=2]
-    tifffile.imwrite(tmp_path / "last.tif", band_last)
+    tifffile.imwrite(tmp_path / "last.tif", band_last, photometric="minisblack", planarconfig="contig")
     tifffile.imwrite(tmp_path / "first.tif", band_last.transpose(2, 0, 1), photometric="minisblack")
     expected = band_last.transpose(2, 0, 1).astype(np.float32)
     np.testing.assert_array_equal(read_image(tmp_path / "last.tif"), expected)
