@@ -89,3 +89,15 @@ def test_extension_builds_and_its_checks_refuse_cpu_tensors():
         "slimkern cuda: q must be a CUDA tensor, got cpu",
         "slimkern cuda: x must be a CUDA tensor, got cpu",
     ], result.stdout
+
+
+def test_the_check_sees_spills_and_missing_tensor_cores(tmp_path):
+    """The checker is not vacuous: a kernel with a dynamically indexed local array uses LDL/STL and no HMMA."""
+    source = tmp_path / "spilling.cu"
+    source.write_text("__global__ void spilling(float* out, int i) {\n  float buf[512];\n"
+                      "  for (int j = 0; j < 512; ++j) buf[j] = out[j * i];\n  out[0] = buf[i & 511];\n}\n")
+    cubin = check_sass.compile_cubin(NVCC, str(source), "sm_90a", tmp_path)
+    (report,) = check_sass.inspect_cubin(CUOBJDUMP, cubin, "attention.cu", "sm_90a")  # judged as a hot kernel
+    assert report.ldl_stl > 0 and report.hmma == 0
+    assert report.problems() == ["no tensor-core instruction (HMMA/HGMMA)",
+                                 f"local memory: {report.ldl_stl} LDL/STL, {report.local_bytes} bytes"]
