@@ -34,27 +34,38 @@ def _rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def self_test(device: torch.device) -> str | None:
-    """Run every op once on small random bf16 inputs (odd sizes, slimmed prefixes, every epilogue) against PyTorch.
+    """Run every op once in bf16 and fp16 on small random inputs against PyTorch: odd sizes, slimmed prefixes, both
+    load paths (a 16-byte aligned and an offset view), every epilogue, attention with a bias and ``Nq != Nk``.
 
-    Returns ``None`` when all agree, else a line naming the first failing op and its error.
+    Returns ``None`` when all agree, else a line naming the first failing op, its dtype and its error.
     """
+    for dtype in (torch.bfloat16, torch.float16):
+        why = _self_test_dtype(device, dtype)
+        if why:
+            return why
+    return None
+
+
+def _self_test_dtype(device: torch.device, dtype: torch.dtype) -> str | None:
     from . import cuda as ops
 
     gen = torch.Generator(device="cpu").manual_seed(0)
 
     def rand(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen).to(device=device, dtype=torch.bfloat16)
+        return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
 
     x, w, wv, b, r, gamma = rand(37, 48), rand(50, 48), rand(50, 48), rand(50), rand(37, 45), rand(45)
+    x_offset = rand(37, 49)[:, 1:]  # not 16-byte aligned: the element-wise load path
     ref = F.linear(x[:, :40].float(), w[:45, :40].float(), b[:45].float())
+    ref_offset = F.linear(x_offset[:, :40].float(), w[:45, :40].float(), b[:45].float())
     value = F.linear(x[:, :40].float(), wv[:45, :40].float())
     q, k, v, bias = rand(2, 3, 37, 6), rand(2, 3, 21, 6), rand(2, 3, 21, 6), rand(3, 37, 21)
     att = torch.softmax(q.float() @ k.float().transpose(-1, -2) * 0.4 + bias.float(), -1) @ v.float()
     qkv_w = rand(3 * 3 * 8, 48)
     qkv_ref = F.linear(x[:36].float(), qkv_w[:36].float()).view(2, 18, 4, 3, 3).permute(3, 0, 4, 1, 2)
     checks = {
-        "sliced_linear (bias, gelu)": lambda: (ops.sliced_linear(x, w, b, n_out=45, k_in=40, activation="gelu"),
-                                               F.gelu(ref)),
+        "sliced_linear (bias, gelu)": lambda: (
+            ops.sliced_linear(x_offset, w, b, n_out=45, k_in=40, activation="gelu"), F.gelu(ref_offset)),
         "sliced_linear (residual, LayerScale)": lambda: (
             ops.sliced_linear(x, w, b, n_out=45, k_in=40, residual=r, gamma=gamma), r.float() + gamma.float() * ref),
         "sliced_linear (gated FFN)": lambda: (ops.sliced_linear(x, w, b, n_out=45, k_in=40, value_weight=wv),
@@ -67,14 +78,15 @@ def self_test(device: torch.device) -> str | None:
                                           F.layer_norm(2 * x.float(), (48,), w[0].float(), b[:48].float(), 1e-6)),
     }
     for name, check in checks.items():
+        label = f"{name}, {str(dtype).removeprefix('torch.')}"
         try:
             with torch.cuda.device(device):  # the kernels launch on the current device's stream
                 out, expected = check()
             err = _rel_error(out, expected)
         except Exception as exc:  # a launch or build failure is a verdict too
-            return f"self-test of {name} raised {type(exc).__name__}: {exc}"
+            return f"self-test of {label} raised {type(exc).__name__}: {exc}"
         if not err < SELF_TEST_TOLERANCE:
-            return f"self-test of {name} failed: relative error {err:.2e} >= {SELF_TEST_TOLERANCE:.0e}"
+            return f"self-test of {label} failed: relative error {err:.2e} >= {SELF_TEST_TOLERANCE:.0e}"
     return None
 
 

@@ -308,6 +308,29 @@ def test_backend_wiring_against_the_binding_contract(monkeypatch, width, mode, v
     assert rel_error(out, REFERENCE.forward_blocks(x, blocks, plan, **inputs)) < 1e-12
 
 
+def test_self_test_expectations_match_the_binding_contract(monkeypatch):
+    """The self-test's own references agree with the binding's contract (else it would disable a correct build),
+    and a wrong kernel result is caught and named."""
+    import contextlib
+
+    from slimkern.backends import cuda_backend
+    from slimkern.backends.cuda import ops as cuda_ops
+
+    monkeypatch.setattr(build, "extension", lambda: ContractModel)
+    monkeypatch.setattr(cuda_ops, "_check_cuda", lambda op, device: None)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    assert cuda_backend.self_test(torch.device("cpu")) is None
+
+    class WrongAttention(ContractModel):
+        @staticmethod
+        def attention(q, k, v, bias, out, scale, bnjh):
+            ContractModel.attention(q, k, v, None, out, scale, bnjh)  # drops the bias
+
+    monkeypatch.setattr(build, "extension", lambda: WrongAttention)
+    assert cuda_backend.self_test(torch.device("cpu")).startswith(
+        "self-test of attention (d'=6, bias, cross), bfloat16 failed: relative error")
+
+
 # -- on a GPU: whole blocks against the float64 reference -------------------------------------------------------
 @needs_gpu
 def test_available_and_validated_on_gpu():
