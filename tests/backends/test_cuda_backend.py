@@ -56,6 +56,7 @@ def pretend_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(build, "_build_error", None)
+    monkeypatch.setattr(build, "_loaded", None)  # on a GPU machine another test may have loaded the real one
     build.jit_build.cache_clear()
     yield
     build.jit_build.cache_clear()
