@@ -19,8 +19,6 @@ def cuda_extension() -> dict:
     """setup() arguments for the ahead-of-time build, or none unless SLIMKERN_BUILD_CUDA=1."""
     if os.environ.get("SLIMKERN_BUILD_CUDA") != "1":
         return {}
-    from torch.utils.cpp_extension import BuildExtension, CUDAExtension
-
     # the same sources, flags and toolkit lookup as the JIT build (build.py imports only torch)
     spec = importlib.util.spec_from_file_location("_build", Path(__file__).parent / "slimkern/backends/cuda/build.py")
     build = importlib.util.module_from_spec(spec)
@@ -29,15 +27,18 @@ def cuda_extension() -> dict:
     if home is None:
         raise RuntimeError("SLIMKERN_BUILD_CUDA=1 but no CUDA toolkit was found (set CUDA_HOME)")
     os.environ.setdefault("CUDA_HOME", str(home))
+    from torch.utils import cpp_extension
+
+    cpp_extension.CUDA_HOME = os.environ["CUDA_HOME"]  # read once at its import, which may have come earlier
     csrc = Path("csrc")
-    ext = CUDAExtension(
+    ext = cpp_extension.CUDAExtension(
         name=build.AOT_MODULE,
         sources=[str(csrc / name) for name in build.SOURCES],
         include_dirs=[str(csrc.resolve())],
         library_dirs=[str(build.cuda_lib_dir(home))],
         extra_compile_args={"cxx": ["-O3"], "nvcc": list(build.NVCC_FLAGS)},
     )
-    return {"ext_modules": [ext], "cmdclass": {"build_ext": BuildExtension}}
+    return {"ext_modules": [ext], "cmdclass": {"build_ext": cpp_extension.BuildExtension}}
 
 
 setup(**cuda_extension())
