@@ -55,10 +55,12 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const Attent
 
   for (int n0 = 0; n0 < p.n_k; n0 += kBN) {
     __syncthreads();  // every warp is done with the previous K, V tiles
+    // K and V in separate cp.async groups: V keeps loading while S = Q K^T and the softmax run
     load_tile<T, kBN, D, kLds, kThreads>(ks, k, p.skn, n0, p.n_k, 0, p.d, aligned);
+    cp_async_commit();
     load_tile<T, kBN, D, kLds, kThreads>(vs, v, p.svn, n0, p.n_k, 0, p.d, aligned);
     cp_async_commit();
-    cp_async_wait<0>();
+    cp_async_wait<1>();  // Q and K have landed
     __syncthreads();
 
     float s[kST][4] = {};
@@ -123,6 +125,8 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const Attent
       }
     }
 
+    cp_async_wait<0>();  // V has landed
+    __syncthreads();
     // O += P V: k16 step kk uses score tiles 2kk (keys 0-7) and 2kk+1 (keys 8-15) as one A-fragment
 #pragma unroll
     for (int kk = 0; kk < kBN / 16; ++kk) {
