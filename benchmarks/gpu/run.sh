@@ -42,9 +42,9 @@ cat "$OUT/env.txt"
 # GPU time limits add up to under 8 minutes (445 s here + serve_load); each stage keeps what it finished (e2e
 # writes after every row)
 if [ $GPU -eq 1 ]; then
-  # the CUDA extension first: JIT build with ninja (cached for every later stage) and its self-test
-  CHECK_CUDA="import slimkern.backends as b; why = b.list_backends()['cuda']; print(why or 'built, validated'); exit(bool(why))"
-  stage build_cuda 90 env MAX_JOBS=16 $PY -c "$CHECK_CUDA"
+  # the CUDA extension first: JIT build with ninja (cached for every later stage) and its self-test; a failed
+  # build prints the compiler output into the stage's log
+  stage build_cuda 90 env MAX_JOBS=16 $PY -m slimkern.backends.cuda.build
   SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   stage sanitizer 30 "$SANITIZER" --tool memcheck --error-exitcode 1 $PY -m benchmarks.gpu.cuda_sanitize
   stage tests 110 $PY -m pytest tests -q -ra -p no:cacheprovider --junitxml="$OUT/tests.xml"

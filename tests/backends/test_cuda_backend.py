@@ -90,6 +90,20 @@ def test_build_failure_reports_the_log(pretend_gpu, monkeypatch, tmp_path):
     assert "failed to build" in backend.unavailable_reason()
 
 
+def test_build_command_prints_the_verdict_and_the_compiler_output(monkeypatch, tmp_path, capsys):
+    """``python -m slimkern.backends.cuda.build`` (the GPU check's first stage) shows why a build failed."""
+    import slimkern.backends
+
+    log = tmp_path / "build.log"
+    log.write_text("attention.cu(12): error: identifier undefined")
+    monkeypatch.setattr(slimkern.backends, "list_backends",
+                        lambda: {"cuda": f"the CUDA extension failed to build (log: {log})"})
+    assert build.main() == 1
+    assert capsys.readouterr().out.splitlines()[1] == "attention.cu(12): error: identifier undefined"
+    monkeypatch.setattr(slimkern.backends, "list_backends", lambda: {"cuda": None})
+    assert build.main() == 0
+
+
 def test_failed_self_test_makes_auto_fall_through(pretend_gpu, monkeypatch):
     from slimkern.backends import _BACKENDS, cuda_backend
 
