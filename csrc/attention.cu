@@ -167,13 +167,26 @@ namespace {
 
 template <typename T, int D>
 cudaError_t attention_launch(const AttentionParams& p, bool aligned, cudaStream_t stream) {
-  constexpr auto kernel = attention_kernel<T, D>;
-  constexpr int smem = AttnTile<D>::kSmemBytes;
-  cudaError_t err = allow_dynamic_smem<kernel>(smem);
-  if (err != cudaSuccess) return err;
   const dim3 grid((p.n_q + kAttnBM - 1) / kAttnBM, p.batch * p.heads);
-  kernel<<<grid, kAttnWarps * 32, smem, stream>>>(p, aligned);
+  attention_kernel<T, D><<<grid, kAttnWarps * 32, AttnTile<D>::kSmemBytes, stream>>>(p, aligned);
   return cudaGetLastError();
+}
+
+template <typename T, int D>
+cudaError_t opt_in() {
+  return cudaFuncSetAttribute(attention_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              AttnTile<D>::kSmemBytes);
+}
+
+// every head-dim bucket that attention_dispatch() launches
+template <typename T>
+cudaError_t opt_in_all() {
+  cudaError_t err = opt_in<T, 16>();
+  if (err == cudaSuccess) err = opt_in<T, 32>();
+  if (err == cudaSuccess) err = opt_in<T, 64>();
+  if (err == cudaSuccess) err = opt_in<T, 128>();
+  if (err == cudaSuccess) err = opt_in<T, 256>();
+  return err;
 }
 
 template <typename T>
@@ -196,6 +209,12 @@ cudaError_t attention_dispatch(const AttentionParams& p, cudaStream_t stream) {
 cudaError_t attention(const AttentionParams& p, DType dtype, cudaStream_t stream) {
   if (p.batch <= 0 || p.heads <= 0 || p.n_q <= 0 || p.n_k <= 0 || p.d <= 0 || p.d > kMaxHeadDim)
     return cudaErrorInvalidValue;
+  static std::atomic<uint64_t> opted_in{0};
+  const cudaError_t err = once_per_device(opted_in, [] {
+    const cudaError_t e = opt_in_all<__nv_bfloat16>();
+    return e == cudaSuccess ? opt_in_all<__half>() : e;
+  });
+  if (err != cudaSuccess) return err;
   return dtype == DType::kBFloat16 ? attention_dispatch<__nv_bfloat16>(p, stream)
                                    : attention_dispatch<__half>(p, stream);
 }

@@ -19,17 +19,17 @@
 
 namespace slimkern {
 
-// Opt a kernel in to more than 48 KB of dynamic shared memory, once per device (the attribute belongs to the
-// device's context); one flag set per kernel, as the kernel itself is the template argument.
-template <auto Kernel>
-cudaError_t allow_dynamic_smem(int bytes) {
-  static std::atomic<uint64_t> done{0};
+// Run fn (returning cudaError_t) once per device. Used to opt kernels in to more than 48 KB of dynamic shared
+// memory, an attribute of the device's context: every kernel of a file is opted in at the file's first launch on a
+// device, so a later first use of another instantiation never calls cudaFuncSetAttribute during a graph capture.
+template <typename Fn>
+cudaError_t once_per_device(std::atomic<uint64_t>& done, Fn fn) {
   int device = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err != cudaSuccess) return err;
   const uint64_t bit = uint64_t{1} << (device % 64);
   if (done.load(std::memory_order_acquire) & bit) return cudaSuccess;
-  err = cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  err = fn();
   if (err == cudaSuccess) done.fetch_or(bit, std::memory_order_release);
   return err;
 }

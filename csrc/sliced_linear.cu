@@ -162,12 +162,25 @@ namespace {
 template <typename T, int BM, int BN, int WARPS_M, int WARPS_N, bool GATED>
 cudaError_t launch(const LinearParams& p, bool aligned, cudaStream_t stream) {
   using Cfg = Tile<BM, BN, WARPS_M, WARPS_N, GATED>;
-  constexpr auto kernel = sliced_linear_kernel<T, BM, BN, WARPS_M, WARPS_N, GATED>;
-  cudaError_t err = allow_dynamic_smem<kernel>(Cfg::kSmemBytes);
-  if (err != cudaSuccess) return err;
   const dim3 grid((p.n + BN - 1) / BN, (p.m + BM - 1) / BM);
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p, aligned);
+  sliced_linear_kernel<T, BM, BN, WARPS_M, WARPS_N, GATED><<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p, aligned);
   return cudaGetLastError();
+}
+
+template <typename T, int BM, int BN, int WARPS_M, int WARPS_N, bool GATED>
+cudaError_t opt_in() {
+  return cudaFuncSetAttribute(sliced_linear_kernel<T, BM, BN, WARPS_M, WARPS_N, GATED>,
+                              cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              Tile<BM, BN, WARPS_M, WARPS_N, GATED>::kSmemBytes);
+}
+
+// every tile configuration that dispatch() launches
+template <typename T>
+cudaError_t opt_in_all() {
+  cudaError_t err = opt_in<T, 128, 128, 2, 4, false>();
+  if (err == cudaSuccess) err = opt_in<T, 64, 64, 2, 2, false>();
+  if (err == cudaSuccess) err = opt_in<T, 64, 64, 2, 2, true>();
+  return err;
 }
 
 bool is_aligned(const void* ptr, int64_t stride) {
@@ -189,6 +202,12 @@ cudaError_t dispatch(const LinearParams& p, cudaStream_t stream) {
 
 cudaError_t sliced_linear(const LinearParams& p, DType dtype, cudaStream_t stream) {
   if (p.m <= 0 || p.n <= 0 || p.k <= 0) return cudaErrorInvalidValue;
+  static std::atomic<uint64_t> opted_in{0};
+  const cudaError_t err = once_per_device(opted_in, [] {
+    const cudaError_t e = opt_in_all<__nv_bfloat16>();
+    return e == cudaSuccess ? opt_in_all<__half>() : e;
+  });
+  if (err != cudaSuccess) return err;
   return dtype == DType::kBFloat16 ? dispatch<__nv_bfloat16>(p, stream) : dispatch<__half>(p, stream);
 }
 
