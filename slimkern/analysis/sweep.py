@@ -78,6 +78,7 @@ def run_sweep(model: SlimModel, data: ImageSet, out: str | Path, *, widths: Sequ
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = _load_progress(out, fingerprint(model, weights, data, widths, mode, bands, scale))
+    results.write_json(out / PROGRESS, state)  # before any feature chunk: a restart must match these inputs
 
     features = extract_features(model, data, widths, out / "features", mode=mode, batch_size=batch_size,
                                 bands=bands, scale=scale, progress=progress)

@@ -100,6 +100,18 @@ def test_a_folder_of_another_sweep_is_refused(tmp_path, data, model):
         run_sweep(model, data, tmp_path, widths=WIDTHS, mode="ffn", seeds=1, plot=False, progress=False)
 
 
+def test_a_sweep_interrupted_during_features_is_bound_to_its_inputs(tmp_path, data, model, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model, "run_widths", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(model, data, tmp_path, widths=WIDTHS, seeds=1, plot=False, progress=False)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"differs in: widths"):
+        run_sweep(model, data, tmp_path, widths=(0.25,), seeds=1, plot=False, progress=False)
+
+
 def test_cli_reports_bad_data_and_plots_folders(tmp_path, data, model, capsys):
     (tmp_path / "data" / "Forest").mkdir(parents=True)
     assert main(["sweep", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")]) == 2
