@@ -7,11 +7,19 @@ requests of that key queue up and form the next batch; other keys run at the sam
 
 Requests admitted and not yet answered (waiting or running) are bounded by ``max_queue``: beyond it
 :meth:`DynamicBatcher.submit` raises :class:`QueueFull` instead of growing the queue.
+
+When every worker is busy, ready batches wait for one in order of their estimated finish time: the oldest
+request's arrival plus the batch's cost (images x relative compute) times the measured seconds per unit of cost.
+A cheap width thus overtakes a full-width batch that became ready at about the same time, instead of queueing
+behind it (head-of-line blocking), but never one that has already waited longer than the cheap batch would take:
+nothing starves. Until the first batch has been timed the order is first come, first served.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -36,6 +44,7 @@ class Pending:
     x: torch.Tensor
     tag: Any
     future: asyncio.Future
+    cost: float = 1.0  # relative compute per image (1.0 = the full model)
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -68,9 +77,16 @@ class DynamicBatcher:
         self._wakeups: dict[Hashable, asyncio.Event] = {}
         self._drains: dict[Hashable, asyncio.Task] = {}
         self.depth = 0  # admitted, unanswered requests
+        self._free_workers = workers
+        self._waiting: list[tuple[float, int, asyncio.Future]] = []  # heap of batches waiting for a worker
+        self._order = itertools.count()
+        self.seconds_per_cost: float | None = None  # moving average over the batches run so far
 
-    async def submit(self, key: Hashable, x: torch.Tensor, tag: Any = None) -> torch.Tensor:
+    async def submit(self, key: Hashable, x: torch.Tensor, tag: Any = None, cost: float = 1.0) -> torch.Tensor:
         """Queue ``x`` ``[B, ...]`` under ``key`` and return its output rows once its batch has run.
+
+        ``cost`` is the relative compute of one image (``Choice.relative_flops``); it orders batches when the
+        workers are busy (see the module docstring).
 
         Raises:
             QueueFull: ``max_queue`` requests are unanswered already.
@@ -78,7 +94,7 @@ class DynamicBatcher:
         if self.depth >= self.max_queue:
             raise QueueFull(f"the server holds {self.depth} unanswered requests (max_queue={self.max_queue}); "
                             "retry later")
-        pending = Pending(x, tag, asyncio.get_running_loop().create_future())
+        pending = Pending(x, tag, asyncio.get_running_loop().create_future(), cost)
         self.depth += 1
         try:
             self._queues.setdefault(key, deque()).append(pending)
@@ -112,13 +128,19 @@ class DynamicBatcher:
                     continue
                 if self.on_batch is not None:
                     self.on_batch(sum(p.x.shape[0] for p in batch))
+                cost = sum(p.x.shape[0] * p.cost for p in batch)
+                await self._acquire_worker(batch[0].enqueued + cost * (self.seconds_per_cost or 0.0))
                 try:
+                    began = time.perf_counter()
                     out = await loop.run_in_executor(self.executor, self._run, batch)
+                    self._timed(cost, time.perf_counter() - began)
                 except Exception as err:  # the batch failed as a whole: every request in it gets the error
                     for p in batch:
                         if not p.future.done():
                             p.future.set_exception(err)
                     continue
+                finally:
+                    self._release_worker()
                 start = 0
                 for p in batch:
                     rows = p.x.shape[0]
@@ -127,6 +149,32 @@ class DynamicBatcher:
                     start += rows
         finally:
             del self._drains[key], self._queues[key], self._wakeups[key]
+
+    async def _acquire_worker(self, finish_estimate: float) -> None:
+        """Wait until a worker is free and no waiting batch has an earlier estimated finish."""
+        if self._free_workers and not self._waiting:
+            self._free_workers -= 1
+            return
+        handed = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (finish_estimate, next(self._order), handed))
+        try:
+            await handed
+        except asyncio.CancelledError:
+            if handed.done() and not handed.cancelled():  # the worker was handed over as we were cancelled
+                self._release_worker()
+            raise
+
+    def _release_worker(self) -> None:
+        while self._waiting:
+            handed = heapq.heappop(self._waiting)[2]
+            if not handed.done():
+                handed.set_result(None)
+                return
+        self._free_workers += 1
+
+    def _timed(self, cost: float, seconds: float) -> None:
+        rate = seconds / max(cost, 1e-9)
+        self.seconds_per_cost = rate if self.seconds_per_cost is None else 0.8 * self.seconds_per_cost + 0.2 * rate
 
     @staticmethod
     def _rows(queue: deque[Pending]) -> int:

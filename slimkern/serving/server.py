@@ -83,7 +83,7 @@ class EmbedService:
     async def _embed_checked(self, x: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, Choice]:
         x, choice = await asyncio.to_thread(_prepare, self.engine, x, params)
         key = (choice.plan, tuple(x.shape[1:]), params["output"])
-        return await self.batcher.submit(key, x, tag=(choice, params["output"])), choice
+        return await self.batcher.submit(key, x, tag=(choice, params["output"]), cost=choice.relative_flops), choice
 
     async def embed(self, request: Request) -> tuple[Response, Choice | None]:
         """Answer one HTTP request: the response and, when it succeeded, the :class:`Choice` made."""
