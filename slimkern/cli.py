@@ -1,4 +1,5 @@
-"""The ``slimkern`` command: ``list``, ``info NAME``, ``flops NAME --widths ...``, ``demo``."""
+"""The ``slimkern`` command: ``list``, ``info NAME``, ``flops NAME --widths ...``, ``demo``, ``serve NAME``,
+``sweep [NAME]`` and ``plot DIR...``."""
 
 from __future__ import annotations
 

@@ -25,9 +25,10 @@ def sweep_command(args: argparse.Namespace) -> int:
     from .sweep import run_sweep
 
     name = args.name or DEMO_MODEL
-    weights = args.weights
+    weights, weights_label = args.weights, str(args.weights or "")
     if weights is None and name == DEMO_MODEL:
-        weights = WEIGHTS
+        # recorded by name, not by this machine's install path, so results from two machines compare
+        weights, weights_label = WEIGHTS, f"{WEIGHTS.name} (shipped with slimkern)"
     if args.geobench:
         if args.data or args.labels:
             raise ValueError("give either --geobench TASK or --data DIR (with --labels FILE), not both")
@@ -42,11 +43,11 @@ def sweep_command(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         model = slimkern.load(name, weights=weights, device=args.device, backend=args.backend)
-    print(f"sweep: {model.cfg.name} ({weights or 'random weights'}) on {data.name}: {len(data)} images, "
+    print(f"sweep: {model.cfg.name} ({weights_label or 'random weights'}) on {data.name}: {len(data)} images, "
           f"{len(data.classes)} classes{' (multi-label)' if data.multilabel else ''}, {len(args.widths)} widths, "
           f"mode {args.mode}, probes {args.probe}, {args.seeds} seeds -> {args.out}")
     summary = run_sweep(model, data, args.out, widths=args.widths, mode=args.mode, probes=PROBE_CHOICES[args.probe],
-                        seeds=args.seeds, weights=str(weights or ""), batch_size=args.batch, bands=args.bands,
+                        seeds=args.seeds, weights=weights_label, batch_size=args.batch, bands=args.bands,
                         scale=args.scale, plot=not args.no_plot, progress=not args.quiet)
     _print_summary(summary)
     return 0
