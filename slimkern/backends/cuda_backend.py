@@ -61,6 +61,18 @@ def _self_test_dtype(device: torch.device, dtype: torch.dtype) -> str | None:
     value = F.linear(x[:, :40].float(), wv[:45, :40].float())
     q, k, v, bias = rand(2, 3, 37, 6), rand(2, 3, 21, 6), rand(2, 3, 21, 6), rand(3, 37, 21)
     att = torch.softmax(q.float() @ k.float().transpose(-1, -2) * 0.4 + bias.float(), -1) @ v.float()
+    # the paths a real model takes: several 64 x 64 tiles over 7 K stages with a tail, the 128 x 128 tiles (used
+    # once they alone fill every SM: 16 x 9 tiles >= 132 SMs), and key tiles walked with an online softmax
+    x_long, w_long = rand(197, 200), rand(300, 208)
+    long_ref = F.gelu(F.linear(x_long.float(), w_long[:260, :200].float(), b[:1].float().expand(260)))
+    x_big, w_big = rand(2048, 200), rand(1160, 208)
+    big_ref = F.linear(x_big.float(), w_big[:1152, :200].float())
+    q64, k64, v64 = rand(1, 2, 197, 64), rand(1, 2, 197, 64), rand(1, 2, 197, 64)
+    q100, k100, v100 = rand(1, 1, 130, 100), rand(1, 1, 197, 100), rand(1, 1, 197, 100)
+
+    def sdpa(q_, k_, v_, scale):
+        return torch.softmax(q_.float() @ k_.float().transpose(-1, -2) * scale, -1) @ v_.float()
+
     qkv_w = rand(3 * 3 * 8, 48)
     qkv_ref = F.linear(x[:36].float(), qkv_w[:36].float()).view(2, 18, 4, 3, 3).permute(3, 0, 4, 1, 2)
     checks = {
@@ -72,8 +84,17 @@ def _self_test_dtype(device: torch.device, dtype: torch.dtype) -> str | None:
                                               F.silu(ref) * value),
         "sliced_linear (qkv scatter)": lambda: (
             ops.sliced_linear(x[:36], qkv_w, n_out=36, k_in=48, qkv_heads=3, seq_len=18), qkv_ref),
+        "sliced_linear (64 x 64 tiles, 7 K stages, gelu)": lambda: (
+            ops.sliced_linear(x_long, w_long, b[:1].expand(300).contiguous(), n_out=260, k_in=200, activation="gelu"),
+            long_ref),
+        "sliced_linear (128 x 128 tiles)": lambda: (ops.sliced_linear(x_big, w_big, None, n_out=1152, k_in=200),
+                                                    big_ref),
         "attention (d'=6, bias, cross)": lambda: (ops.attention(q, k, v, scale=0.4, bias=bias, out_layout="bhnd"),
                                                   att),
+        "attention (d'=64, 197 tokens)": lambda: (ops.attention(q64, k64, v64, scale=0.125, out_layout="bhnd"),
+                                                  sdpa(q64, k64, v64, 0.125)),
+        "attention (d'=100, 130 x 197, cross)": lambda: (
+            ops.attention(q100, k100, v100, scale=0.1, out_layout="bhnd"), sdpa(q100, k100, v100, 0.1)),
         "layer_norm (residual)": lambda: (ops.layer_norm(x, w[0], b[:48], 1e-6, residual=x)[0],
                                           F.layer_norm(2 * x.float(), (48,), w[0].float(), b[:48].float(), 1e-6)),
     }
