@@ -19,7 +19,7 @@ from slimkern.analysis.datasets import (
 )
 from tests.helpers import tiny_model
 
-BIGEARTHNET = Path(__file__).parents[3] / "shared" / "data" / "bigearthnet_s2_tiny"
+BIGEARTHNET = Path(__file__).parents[1] / "data" / "bigearthnet_s2"  # one real band, shipped with the tests
 EUROSAT_MODEL = {"depth": 1, "dim": 32, "num_heads": 2}
 
 
