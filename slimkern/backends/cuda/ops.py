@@ -13,9 +13,10 @@ interleaved ``"swiglu"`` rows, because that is how the blocks store it.
 from __future__ import annotations
 
 import math
-from numbers import Real
 
 import torch
+
+from ..op_checks import check_attention, check_layer_norm, check_lead, check_sliced_linear, check_tensor
 
 DTYPES = (torch.bfloat16, torch.float16)
 #: Row strides of allocated 2-D outputs are padded to this many elements, so the next GEMM reads them with
@@ -29,26 +30,6 @@ def _ext():
     from .build import extension
 
     return extension()  # cached after the first call: the module, or the same ExtensionUnavailable
-
-
-def _check_dtype(op: str, name: str, t: torch.Tensor) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in DTYPES:
-        raise TypeError(f"{op}: {name} has dtype {t.dtype}; the CUDA kernels take torch.bfloat16 or torch.float16")
-
-
-def _check_tensor(op: str, name: str, t: torch.Tensor, like: torch.Tensor, dim: int) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype != like.dtype:
-        raise TypeError(f"{op}: {name} has dtype {t.dtype}, expected {like.dtype}")
-    if t.device != like.device:
-        raise ValueError(f"{op}: {name} is on {t.device}, expected {like.device}")
-    if t.dim() != dim:
-        raise ValueError(f"{op}: {name} must be {dim}-D, got shape {tuple(t.shape)}")
-    if t.stride(-1) != 1:
-        raise ValueError(f"{op}: {name} needs last-dim stride 1, got strides {t.stride()}")
 
 
 def _check_cuda(op: str, device: torch.device) -> None:
@@ -108,58 +89,25 @@ def sliced_linear(
         y = y if residual is None else residual + gamma * y
     """
     op = "sliced_linear"
-    _check_dtype(op, "x", x)
-    _check_tensor(op, "x", x, x, 2)
-    _check_tensor(op, "weight", weight, x, 2)
+    check_lead(op, "x", x, DTYPES, "CUDA")
     if activation not in (None, "gelu"):
         raise ValueError(f"{op}: activation must be None or 'gelu', got {activation!r} (the gated FFN is value_weight)")
-    m = x.shape[0]
-    n_full, k_full = weight.shape
-    if not isinstance(k_in, int) or not 1 <= k_in <= min(k_full, x.shape[1]):
-        raise ValueError(f"{op}: k_in={k_in} must be in [1, {min(k_full, x.shape[1])}] (weight {tuple(weight.shape)}, "
-                         f"x {tuple(x.shape)})")
-    if not isinstance(n_out, int) or not 1 <= n_out <= n_full:
-        raise ValueError(f"{op}: n_out={n_out} must be in [1, N_full={n_full}] (weight {tuple(weight.shape)})")
-    for name, b in (("bias", bias), ("value_bias", value_bias)):
-        if b is not None:
-            _check_tensor(op, name, b, x, 1)
-            if b.shape[0] < n_out:
-                raise ValueError(f"{op}: {name} has {b.shape[0]} entries, fewer than n_out={n_out}")
-    if value_bias is not None and value_weight is None:
-        raise ValueError(f"{op}: value_bias is only used with value_weight (the gated FFN)")
+    check_sliced_linear(op, x, weight, bias, n_out=n_out, k_in=k_in, halves_columns=False,
+                        has_activation=activation is not None, residual=residual, gamma=gamma, qkv_heads=qkv_heads,
+                        seq_len=seq_len, out=out)
+    if value_bias is not None:
+        if value_weight is None:
+            raise ValueError(f"{op}: value_bias is only used with value_weight (the gated FFN)")
+        check_tensor(op, "value_bias", value_bias, x, "x", 1)
+        if value_bias.shape[0] < n_out:
+            raise ValueError(f"{op}: value_bias has {value_bias.shape[0]} entries, fewer than n_out={n_out}")
     if value_weight is not None:
-        _check_tensor(op, "value_weight", value_weight, x, 2)
+        check_tensor(op, "value_weight", value_weight, x, "x", 2)
         if value_weight.shape[0] < n_out or value_weight.shape[1] < k_in:
             raise ValueError(f"{op}: value_weight {tuple(value_weight.shape)} is smaller than [n_out, k_in] = "
                              f"[{n_out}, {k_in}]")
         if activation is not None or qkv_heads is not None:
             raise ValueError(f"{op}: the gated FFN (value_weight) takes no activation and no qkv output")
-    if gamma is not None and residual is None:
-        raise ValueError(f"{op}: gamma (LayerScale) is only applied together with residual")
-    if residual is not None:
-        _check_tensor(op, "residual", residual, x, 2)
-        if tuple(residual.shape) != (m, n_out):
-            raise ValueError(f"{op}: residual must have shape {(m, n_out)}, got {tuple(residual.shape)}")
-    if gamma is not None:
-        _check_tensor(op, "gamma", gamma, x, 1)
-        if tuple(gamma.shape) != (n_out,):
-            raise ValueError(f"{op}: gamma must have shape {(n_out,)}, got {tuple(gamma.shape)}")
-    if qkv_heads is not None:
-        if activation is not None or residual is not None:
-            raise ValueError(f"{op}: qkv_heads output takes no activation and no residual")
-        if not isinstance(qkv_heads, int) or qkv_heads < 1 or n_out % (3 * qkv_heads):
-            raise ValueError(f"{op}: n_out={n_out} must be a multiple of 3 * qkv_heads, qkv_heads={qkv_heads}")
-        if not isinstance(seq_len, int) or seq_len < 1 or m % seq_len:
-            raise ValueError(f"{op}: qkv_heads needs seq_len >= 1 dividing M={m}, got seq_len={seq_len}")
-        out_shape = (3, m // seq_len, qkv_heads, seq_len, n_out // (3 * qkv_heads))
-    elif seq_len is not None:
-        raise ValueError(f"{op}: seq_len is only used with qkv_heads")
-    else:
-        out_shape = (m, n_out)
-    if out is not None:
-        _check_tensor(op, "out", out, x, len(out_shape))
-        if tuple(out.shape) != out_shape:
-            raise ValueError(f"{op}: out must have shape {out_shape}, got {tuple(out.shape)}")
     _check_cuda(op, x.device)
     return run_sliced_linear(x, weight, bias, n_out, k_in, activation == "gelu", value_weight, value_bias, residual,
                              gamma, qkv_heads or 0, seq_len or 0, out)
@@ -217,39 +165,8 @@ def attention(
         o = o.permute(0, 2, 3, 1).reshape(B, Nq, d' * H) if out_layout == "bnjh" else o
     """
     op = "attention"
-    _check_dtype(op, "q", q)
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        _check_tensor(op, name, t, q, 4)
-    batch, heads, n_q, d = q.shape
-    n_k = k.shape[2]
-    if k.shape != (batch, heads, n_k, d) or v.shape != k.shape:
-        raise ValueError(f"{op}: expected k, v of shape [B={batch}, H={heads}, Nk, d'={d}], got k {tuple(k.shape)}, "
-                         f"v {tuple(v.shape)} (q {tuple(q.shape)})")
-    if not 1 <= d <= MAX_HEAD_DIM:
-        raise ValueError(f"{op}: head dim d'={d} outside the supported range [1, {MAX_HEAD_DIM}]")
-    if n_k < 1:
-        raise ValueError(f"{op}: needs at least one key, got k of shape {tuple(k.shape)}")
-    if isinstance(scale, bool) or not isinstance(scale, Real) or not math.isfinite(scale):
-        raise TypeError(f"{op}: scale must be a finite real number, got {scale!r}")
-    if bias is not None:
-        if not isinstance(bias, torch.Tensor):
-            raise TypeError(f"{op}: bias must be a torch.Tensor, got {type(bias).__name__}")
-        if bias.dtype not in (torch.float32, q.dtype):
-            raise TypeError(f"{op}: bias has dtype {bias.dtype}, expected torch.float32 or {q.dtype}")
-        if bias.device != q.device:
-            raise ValueError(f"{op}: bias is on {bias.device}, q is on {q.device}")
-        if tuple(bias.shape) != (heads, n_q, n_k):
-            raise ValueError(f"{op}: bias must be [H, Nq, Nk] = {(heads, n_q, n_k)}, got {tuple(bias.shape)}")
-    if out_layout == "bnjh":
-        out_shape = (batch, n_q, d * heads)
-    elif out_layout == "bhnd":
-        out_shape = (batch, heads, n_q, d)
-    else:
-        raise ValueError(f"{op}: out_layout must be 'bnjh' or 'bhnd', got {out_layout!r}")
-    if out is not None:
-        _check_tensor(op, "out", out, q, len(out_shape))
-        if tuple(out.shape) != out_shape:
-            raise ValueError(f"{op}: out must have shape {out_shape}, got {tuple(out.shape)}")
+    check_lead(op, "q", q, DTYPES, "CUDA")
+    check_attention(op, q, k, v, scale=scale, bias=bias, out_layout=out_layout, out=out, max_head_dim=MAX_HEAD_DIM)
     _check_cuda(op, q.device)
     return run_attention(q, k, v, float(scale), bias, out_layout == "bnjh", out)
 
@@ -297,30 +214,9 @@ def layer_norm(
         y = F.layer_norm(s, (d,), weight, bias, eps)
     """
     op = "layer_norm"
-    _check_dtype(op, "x", x)
-    _check_tensor(op, "x", x, x, 2)
-    m, d = x.shape
-    if d > MAX_NORM_WIDTH:
-        raise ValueError(f"{op}: d={d} features exceeds the largest supported row, {MAX_NORM_WIDTH}")
-    if isinstance(eps, bool) or not isinstance(eps, Real):
-        raise TypeError(f"{op}: eps must be a real number, got {eps!r}")
-    if not eps >= 0:
-        raise ValueError(f"{op}: eps must be >= 0, got {eps!r}")
-    rows = [("out", out)]
-    for name, t in (("weight", weight), ("bias", bias)):
-        if t is not None:
-            _check_tensor(op, name, t, x, 1)
-            if tuple(t.shape) != (d,):
-                raise ValueError(f"{op}: {name} must have shape {(d,)}, got {tuple(t.shape)}")
-    if residual is not None:
-        rows += [("residual", residual), ("residual_out", residual_out)]
-    elif residual_out is not None:
-        raise ValueError(f"{op}: residual_out is only written when residual is given")
-    for name, t in rows:
-        if t is not None:
-            _check_tensor(op, name, t, x, 2)
-            if tuple(t.shape) != (m, d):
-                raise ValueError(f"{op}: {name} must have shape {(m, d)}, got {tuple(t.shape)}")
+    check_lead(op, "x", x, DTYPES, "CUDA")
+    check_layer_norm(op, x, weight, bias, eps, residual=residual, out=out, residual_out=residual_out,
+                     max_width=MAX_NORM_WIDTH)
     _check_cuda(op, x.device)
     return run_layer_norm(x, weight, bias, float(eps), residual, out, residual_out)
 

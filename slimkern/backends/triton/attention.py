@@ -8,14 +8,13 @@ output can be written straight in the ``[B, N, d'*H]`` (column ``j*H + h``) layo
 
 from __future__ import annotations
 
-import math
-from numbers import Real
 from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
+from ..op_checks import check_attention, check_lead
 from .sliced_linear import ROW_ALIGN, dot_precision
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -156,19 +155,6 @@ def _pick_config(
     return configs[-1]
 
 
-def _check_qkv(name: str, t: torch.Tensor, dtype: torch.dtype, device: torch.device) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"attention: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype != dtype:
-        raise TypeError(f"attention: {name} has dtype {t.dtype}, expected {dtype} (the dtype of q)")
-    if t.device != device:
-        raise ValueError(f"attention: {name} is on {t.device}, q is on {device}")
-    if t.dim() != 4:
-        raise ValueError(f"attention: {name} must be 4-D [B, H, N, d'], got shape {tuple(t.shape)}")
-    if t.stride(-1) != 1:
-        raise ValueError(f"attention: {name} needs last-dim stride 1, got strides {t.stride()}")
-
-
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -205,52 +191,19 @@ def attention(
         o = torch.softmax(q @ k.transpose(-1, -2) * scale + bias, dim=-1) @ v         # [B, H, Nq, d']
         o = o.permute(0, 2, 3, 1).reshape(B, Nq, d' * H) if out_layout == "bnjh" else o
     """
-    if not isinstance(q, torch.Tensor):
-        raise TypeError(f"attention: q must be a torch.Tensor, got {type(q).__name__}")
-    if q.dtype not in _DTYPES:
-        raise TypeError(f"attention: q has dtype {q.dtype}, supported: {', '.join(map(str, _DTYPES))}")
+    op = "attention"
+    check_lead(op, "q", q, _DTYPES, "Triton")
+    out_shape = check_attention(op, q, k, v, scale=scale, bias=bias, out_layout=out_layout, out=out,
+                                max_head_dim=MAX_HEAD_DIM)
     dtype, device = q.dtype, q.device
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        _check_qkv(name, t, dtype, device)
     batch, heads, n_q, d = q.shape
     n_k = k.shape[2]
-    if k.shape != (batch, heads, n_k, d) or v.shape != k.shape:
-        raise ValueError(
-            f"attention: expected k, v of shape [B={batch}, H={heads}, Nk, d'={d}], got k {tuple(k.shape)}, "
-            f"v {tuple(v.shape)} (q {tuple(q.shape)})"
-        )
     block_d = padded_head_dim(d)
-    if n_k < 1:
-        raise ValueError(f"attention: needs at least one key, got k of shape {tuple(k.shape)}")
-    if not isinstance(scale, Real) or not math.isfinite(scale):
-        raise TypeError(f"attention: scale must be a finite real number, got {scale!r}")
-    if bias is not None:
-        if not isinstance(bias, torch.Tensor):
-            raise TypeError(f"attention: bias must be a torch.Tensor, got {type(bias).__name__}")
-        if bias.dtype not in (torch.float32, dtype):
-            raise TypeError(f"attention: bias has dtype {bias.dtype}, expected torch.float32 or {dtype}")
-        if bias.device != device:
-            raise ValueError(f"attention: bias is on {bias.device}, q is on {device}")
-        if tuple(bias.shape) != (heads, n_q, n_k):
-            raise ValueError(f"attention: bias must be [H, Nq, Nk] = {(heads, n_q, n_k)}, got {tuple(bias.shape)}")
-
-    if out_layout == "bnjh":
-        out_shape = (batch, n_q, d * heads)
-    elif out_layout == "bhnd":
-        out_shape = (batch, heads, n_q, d)
-    else:
-        raise ValueError(f"attention: out_layout must be 'bnjh' or 'bhnd', got {out_layout!r}")
     if out is None and out_layout == "bnjh":
         row = triton.cdiv(d * heads, ROW_ALIGN) * ROW_ALIGN  # aligned rows for the out-projection GEMM
         out = torch.empty((batch, n_q, row), dtype=dtype, device=device)[:, :, : d * heads]
     elif out is None:
         out = torch.empty(out_shape, dtype=dtype, device=device)
-    elif not isinstance(out, torch.Tensor) or out.dtype != dtype or out.device != device:
-        raise TypeError(f"attention: out must be a {dtype} tensor on {device}")
-    elif tuple(out.shape) != out_shape or out.stride(-1) != 1:
-        raise ValueError(
-            f"attention: out must have shape {out_shape} and last-dim stride 1, got {tuple(out.shape)}, {out.stride()}"
-        )
     if batch * heads * n_q == 0:
         return out
     if out_layout == "bnjh":  # element (b, n, j, h) at column j*H + h

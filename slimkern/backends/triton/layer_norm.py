@@ -7,12 +7,13 @@ stream update and the next norm read the same row: ``s = x + residual; y = LN(s)
 
 from __future__ import annotations
 
-from numbers import Real
 from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
+
+from ..op_checks import check_layer_norm, check_lead
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -80,19 +81,6 @@ def _pick_config(d: int, device: torch.device) -> tuple[int, NormConfig]:
     return block_d, CONFIGS[block_d]
 
 
-def _check_tensor(name: str, t: torch.Tensor, dtype: torch.dtype, device: torch.device, shape: tuple) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"layer_norm: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype != dtype:
-        raise TypeError(f"layer_norm: {name} has dtype {t.dtype}, expected {dtype} (the dtype of x)")
-    if t.device != device:
-        raise ValueError(f"layer_norm: {name} is on {t.device}, x is on {device}")
-    if tuple(t.shape) != shape:
-        raise ValueError(f"layer_norm: {name} must have shape {shape}, got {tuple(t.shape)}")
-    if t.stride(-1) != 1:
-        raise ValueError(f"layer_norm: {name} needs last-dim stride 1, got strides {t.stride()}")
-
-
 def layer_norm(
     x: torch.Tensor,
     weight: torch.Tensor | None,
@@ -125,34 +113,16 @@ def layer_norm(
         s = x if residual is None else x + residual
         y = F.layer_norm(s, (d,), weight, bias, eps)
     """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"layer_norm: x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in _DTYPES:
-        raise TypeError(f"layer_norm: x has dtype {x.dtype}, supported: {', '.join(map(str, _DTYPES))}")
-    if x.dim() != 2:
-        raise ValueError(f"layer_norm: x must be 2-D [M, d], got shape {tuple(x.shape)}")
+    op = "layer_norm"
+    check_lead(op, "x", x, _DTYPES, "Triton")
+    check_layer_norm(op, x, weight, bias, eps, residual=residual, out=out, residual_out=residual_out,
+                     max_width=max(CONFIGS))
     dtype, device = x.dtype, x.device
     m, d = x.shape
-    _check_tensor("x", x, dtype, device, (m, d))
-    if not isinstance(eps, Real):
-        raise TypeError(f"layer_norm: eps must be a real number, got {eps!r}")
-    if not eps >= 0:
-        raise ValueError(f"layer_norm: eps must be >= 0, got {eps!r}")
-    for name, t in (("weight", weight), ("bias", bias)):
-        if t is not None:
-            _check_tensor(name, t, dtype, device, (d,))
-    if residual is not None:
-        _check_tensor("residual", residual, dtype, device, (m, d))
-        if residual_out is None:
-            residual_out = torch.empty((m, d), dtype=dtype, device=device)
-        else:
-            _check_tensor("residual_out", residual_out, dtype, device, (m, d))
-    elif residual_out is not None:
-        raise ValueError("layer_norm: residual_out is only written when residual is given")
+    if residual is not None and residual_out is None:
+        residual_out = torch.empty((m, d), dtype=dtype, device=device)
     if out is None:
         out = torch.empty((m, d), dtype=dtype, device=device)
-    else:
-        _check_tensor("out", out, dtype, device, (m, d))
 
     block_d, cfg = _pick_config(d, device)
     if m > 0 and d > 0:

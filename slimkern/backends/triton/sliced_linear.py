@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..op_checks import check_lead, check_sliced_linear
+
 _ACTIVATIONS = {None: 0, "gelu": 1, "swiglu": 2}
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _GROUP_M = 8
@@ -170,19 +172,6 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "tf32x3" if dtype == torch.float32 else "tf32"
 
 
-def _check_tensor(name: str, t: torch.Tensor, dtype: torch.dtype, device: torch.device, dim: int) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"sliced_linear: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype != dtype:
-        raise TypeError(f"sliced_linear: {name} has dtype {t.dtype}, expected {dtype} (the dtype of x)")
-    if t.device != device:
-        raise ValueError(f"sliced_linear: {name} is on {t.device}, x is on {device}")
-    if t.dim() != dim:
-        raise ValueError(f"sliced_linear: {name} must be {dim}-D, got shape {tuple(t.shape)}")
-    if t.stride(-1) != 1:
-        raise ValueError(f"sliced_linear: {name} needs last-dim stride 1, got strides {t.stride()}")
-
-
 def sliced_linear(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -228,61 +217,21 @@ def sliced_linear(
         y = F.gelu(y) if activation == "gelu" else F.silu(y[:, 0::2]) * y[:, 1::2] if activation == "swiglu" else y
         y = y if residual is None else residual + (1 if gamma is None else gamma) * y
     """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"sliced_linear: x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in _DTYPES:
-        raise TypeError(f"sliced_linear: x has dtype {x.dtype}, supported: {', '.join(map(str, _DTYPES))}")
-    dtype, device = x.dtype, x.device
-    _check_tensor("x", x, dtype, device, 2)
-    _check_tensor("weight", weight, dtype, device, 2)
+    op = "sliced_linear"
+    check_lead(op, "x", x, _DTYPES, "Triton")
     if activation not in _ACTIVATIONS:
-        raise ValueError(f"sliced_linear: activation must be one of {list(_ACTIVATIONS)}, got {activation!r}")
-    m = x.shape[0]
-    n_full, k_full = weight.shape
-    if not 1 <= k_in <= k_full:
-        raise ValueError(f"sliced_linear: k_in={k_in} must be in [1, K_full={k_full}] (weight {tuple(weight.shape)})")
-    if not 1 <= n_out <= n_full:
-        raise ValueError(f"sliced_linear: n_out={n_out} must be in [1, N_full={n_full}] (weight {tuple(weight.shape)})")
-    if x.shape[1] < k_in:
-        raise ValueError(f"sliced_linear: x has {x.shape[1]} columns, fewer than k_in={k_in}")
-    if bias is not None:
-        _check_tensor("bias", bias, dtype, device, 1)
-        if bias.shape[0] < n_out:
-            raise ValueError(f"sliced_linear: bias has {bias.shape[0]} entries, fewer than n_out={n_out}")
+        raise ValueError(f"{op}: activation must be one of {list(_ACTIVATIONS)}, got {activation!r}")
     if activation == "swiglu" and n_out % 2:
-        raise ValueError(f"sliced_linear: swiglu needs an even n_out (gate/value pairs), got {n_out}")
-    n_cols = n_out // 2 if activation == "swiglu" else n_out
-    if gamma is not None and residual is None:
-        raise ValueError("sliced_linear: gamma (LayerScale) is only applied together with residual")
-    if residual is not None:
-        _check_tensor("residual", residual, dtype, device, 2)
-        if tuple(residual.shape) != (m, n_cols):
-            raise ValueError(f"sliced_linear: residual must have shape {(m, n_cols)}, got {tuple(residual.shape)}")
-    if gamma is not None:
-        _check_tensor("gamma", gamma, dtype, device, 1)
-        if gamma.shape[0] != n_cols:
-            raise ValueError(f"sliced_linear: gamma must have shape {(n_cols,)}, got {tuple(gamma.shape)}")
-
-    if qkv_heads is not None:
-        if activation is not None or residual is not None:
-            raise ValueError("sliced_linear: qkv_heads output takes no activation and no residual")
-        if not isinstance(qkv_heads, int) or qkv_heads < 1 or n_out % (3 * qkv_heads):
-            raise ValueError(f"sliced_linear: n_out={n_out} must be a multiple of 3 * qkv_heads, qkv_heads={qkv_heads}")
-        if not isinstance(seq_len, int) or seq_len < 1 or m % seq_len:
-            raise ValueError(f"sliced_linear: qkv_heads needs seq_len >= 1 dividing M={m}, got seq_len={seq_len}")
-        out_shape = (3, m // seq_len, qkv_heads, seq_len, n_out // (3 * qkv_heads))
-    elif seq_len is not None:
-        raise ValueError("sliced_linear: seq_len is only used with qkv_heads")
-    else:
-        out_shape = (m, n_cols)
+        raise ValueError(f"{op}: swiglu needs an even n_out (gate/value pairs), got {n_out}")
+    out_shape = check_sliced_linear(op, x, weight, bias, n_out=n_out, k_in=k_in, halves_columns=activation == "swiglu",
+                                    has_activation=activation is not None, residual=residual, gamma=gamma,
+                                    qkv_heads=qkv_heads, seq_len=seq_len, out=out)
+    dtype, device, m = x.dtype, x.device, x.shape[0]
     if out is None and qkv_heads is None:
+        n_cols = out_shape[1]
         out = torch.empty((m, triton.cdiv(n_cols, ROW_ALIGN) * ROW_ALIGN), dtype=dtype, device=device)[:, :n_cols]
     elif out is None:
         out = torch.empty(out_shape, dtype=dtype, device=device)
-    else:
-        _check_tensor("out", out, dtype, device, len(out_shape))
-        if tuple(out.shape) != out_shape:
-            raise ValueError(f"sliced_linear: out must have shape {out_shape}, got {tuple(out.shape)}")
     if m == 0:
         return out
 
