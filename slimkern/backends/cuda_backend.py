@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from ..blocks import Block
 from ..plan import BlockPlan
 from . import Backend, register_backend
+from .cross_attention import cross_attention
 from .cuda import build
 from .cuda.ops import run_attention, run_layer_norm, run_sliced_linear
 from .eager import TorchBackend
@@ -171,7 +172,8 @@ class CudaBackend(Backend):
                                  plan.attn_width, residual=rows, gamma=gamma1)
 
         if block.cross_attn is not None:
-            rows = self._cross_attention(rows, context, block, plan, context_bias, batch)
+            rows = cross_attention(rows, context, block, plan, context_bias, batch, layer_norm=run_layer_norm,
+                                   sliced_linear=run_sliced_linear, attention=run_attention)
 
         h = run_layer_norm(rows, block.norm2.weight, block.norm2.bias, spec.norm_eps)
         units, fc1, fc3 = plan.mlp_hidden, mlp.fc1, mlp.fc3
@@ -182,25 +184,6 @@ class CudaBackend(Backend):
                                        value_bias=fc3.bias)
         rows = run_sliced_linear(hidden, mlp.fc2.weight, mlp.fc2.bias, dim, units, residual=rows, gamma=gamma2)
         return rows.reshape(batch, tokens, dim)
-
-    @staticmethod
-    def _cross_attention(rows: torch.Tensor, context: torch.Tensor, block: Block, plan: BlockPlan,
-                         bias: torch.Tensor | None, batch: int) -> torch.Tensor:
-        """``rows + proj(attention(q(n(rows)), k(n(context)), v(n(context))))`` with ``n = norm_cross``."""
-        spec, cross, a = block.spec, block.cross_attn, plan.attn_width
-        dim = rows.shape[1]
-        norm = block.norm_cross
-        h = run_layer_norm(rows, norm.weight, norm.bias, spec.norm_eps)
-        c = run_layer_norm(context.reshape(-1, dim).contiguous(), norm.weight, norm.bias, spec.norm_eps)
-
-        def project(layer, t: torch.Tensor) -> torch.Tensor:
-            # stored rows (j, h): the GEMM writes columns j*H + h; the attention kernel reads [B, H, N, d'] with unit
-            # stride along d', so the activation (never the weight) is re-laid out
-            y = run_sliced_linear(t, layer.weight, layer.bias, a, dim)
-            return y.view(batch, -1, plan.head_dim, plan.num_heads).permute(0, 3, 1, 2).contiguous()
-
-        o = run_attention(project(cross.q, h), project(cross.k, c), project(cross.v, c), plan.scale, bias)
-        return run_sliced_linear(o.view(rows.shape[0], a), cross.proj.weight, cross.proj.bias, dim, a, residual=rows)
 
 
 register_backend(CudaBackend())

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..blocks import Block
 from ..plan import BlockPlan
 from . import Backend, register_backend
+from .cross_attention import cross_attention
 
 
 def _interpreter() -> bool:
@@ -64,7 +65,8 @@ class TritonBackend(Backend):
                              n_out=dim, k_in=plan.attn_width, residual=rows, gamma=gamma1)
 
         if block.cross_attn is not None:
-            rows = self._cross_attention(rows, context, block, plan, context_bias, batch)
+            rows = cross_attention(rows, context, block, plan, context_bias, batch, layer_norm=layer_norm,
+                                   sliced_linear=sliced_linear, attention=attention)
 
         h = layer_norm(rows, block.norm2.weight, block.norm2.bias, spec.norm_eps)
         units, fc1, fc3 = plan.mlp_hidden, block.mlp.fc1, block.mlp.fc3
@@ -76,29 +78,6 @@ class TritonBackend(Backend):
         rows = sliced_linear(hidden, block.mlp.fc2.weight, block.mlp.fc2.bias, n_out=dim, k_in=units,
                              residual=rows, gamma=gamma2)
         return rows.reshape(batch, tokens, dim)
-
-    @staticmethod
-    def _cross_attention(rows: torch.Tensor, context: torch.Tensor, block: Block, plan: BlockPlan,
-                         bias: torch.Tensor | None, batch: int) -> torch.Tensor:
-        """``rows + proj(attention(q(n(rows)), k(n(context)), v(n(context))))`` with ``n = norm_cross``."""
-        from .triton import attention, layer_norm, sliced_linear
-
-        spec, cross, a = block.spec, block.cross_attn, plan.attn_width
-        dim = rows.shape[1]
-        norm = block.norm_cross
-        h = layer_norm(rows, norm.weight, norm.bias, spec.norm_eps)
-        c = layer_norm(context.reshape(-1, dim).contiguous(), norm.weight, norm.bias, spec.norm_eps)
-
-        def project(layer, t: torch.Tensor) -> torch.Tensor:
-            # stored rows (j, h): the GEMM writes columns j*H + h; the attention kernel reads [B, H, N, d'] with
-            # unit stride along d', so the activation (never the weight) is re-laid out
-            y = sliced_linear(t, layer.weight, layer.bias, n_out=a, k_in=dim)
-            return y.view(batch, -1, plan.head_dim, plan.num_heads).permute(0, 3, 1, 2).contiguous()
-
-        o = attention(project(cross.q, h), project(cross.k, c), project(cross.v, c), scale=plan.scale, bias=bias,
-                      out_layout="bnjh")
-        return sliced_linear(o.reshape(rows.shape[0], a), cross.proj.weight, cross.proj.bias, n_out=dim, k_in=a,
-                             residual=rows)
 
 
 register_backend(TritonBackend())
