@@ -23,6 +23,7 @@ from slimkern.backends.cuda_backend import CudaBackend
 from slimkern.blocks import Block, BlockSpec
 from slimkern.plan import make_plan
 from slimkern.reference import REFERENCE
+from tests.backends.op_references import bad_sliced_linear_arguments
 from tests.helpers import rel_error
 
 GPU = torch.cuda.is_available()
@@ -141,15 +142,8 @@ def _linear_args(device="cpu", dtype=torch.bfloat16):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(n_out=20, k_in=33), ValueError, "k_in=33"),
-        (dict(n_out=41, k_in=24), ValueError, "n_out=41"),
-        (dict(n_out=20, k_in=0), ValueError, "k_in=0"),
-        (dict(n_out=20, k_in=24, activation="relu"), ValueError, "activation"),
+        *bad_sliced_linear_arguments(torch.bfloat16),
         (dict(n_out=20, k_in=24, activation="swiglu"), ValueError, "the gated FFN is value_weight"),
-        (dict(n_out=20, k_in=24, gamma=torch.ones(20, dtype=torch.bfloat16)), ValueError,
-         "only applied together with residual"),
-        (dict(n_out=20, k_in=24, residual=torch.ones(17, 21, dtype=torch.bfloat16)), ValueError,
-         "residual must have shape"),
         (dict(n_out=20, k_in=24, bias=torch.ones(19, dtype=torch.bfloat16)), ValueError, "fewer than n_out=20"),
         (dict(n_out=20, k_in=24, bias=torch.ones(40)), TypeError, "bias has dtype torch.float32"),
         (dict(n_out=20, k_in=24, value_bias=torch.ones(40, dtype=torch.bfloat16)), ValueError,
@@ -158,11 +152,6 @@ def _linear_args(device="cpu", dtype=torch.bfloat16):
          "value_weight .* is smaller than"),
         (dict(n_out=20, k_in=24, value_weight=torch.ones(40, 32, dtype=torch.bfloat16), activation="gelu"),
          ValueError, "takes no activation"),
-        (dict(n_out=18, k_in=24, qkv_heads=3, seq_len=5), ValueError, "seq_len"),
-        (dict(n_out=20, k_in=24, qkv_heads=3, seq_len=17), ValueError, "multiple of 3"),
-        (dict(n_out=18, k_in=24, qkv_heads=3, seq_len=17, activation="gelu"), ValueError, "no activation"),
-        (dict(n_out=20, k_in=24, seq_len=17), ValueError, "only used with qkv_heads"),
-        (dict(n_out=20, k_in=24, out=torch.empty(17, 19, dtype=torch.bfloat16)), ValueError, "out must have shape"),
         (dict(n_out=20, k_in=24, out=torch.empty(17, 20)), TypeError, "out has dtype torch.float32"),
     ],
 )

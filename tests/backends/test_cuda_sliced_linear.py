@@ -9,10 +9,16 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from slimkern.backends.cuda import sliced_linear
 from tests.backends.kernel_checks import TOL, assert_close
+from tests.backends.op_references import (
+    check_qkv_layout,
+    check_sliced_linear,
+    linear_reference,
+    poisoned_weight,
+    strided_cols,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DTYPES = pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
@@ -20,29 +26,12 @@ DEVICE = "cuda"
 
 
 def _poisoned_weight(n_full: int, k_full: int, n_out: int, k_in: int, dtype) -> torch.Tensor:
-    """A full stored weight whose kept prefix W[:n_out, :k_in] is random and everything else NaN."""
-    w = torch.full((n_full, k_full), math.nan, dtype=dtype, device=DEVICE)
-    w[:n_out, :k_in] = torch.randn(n_out, k_in, device=DEVICE).to(dtype) / math.sqrt(k_in)
-    return w
+    return poisoned_weight(n_full, k_full, n_out, k_in, dtype, DEVICE)
 
 
 def _strided_x(m: int, k: int, dtype, offset: int = 3) -> torch.Tensor:
     """[m, k] view with a row stride larger than k and a storage offset (offset 0, k % 8 == 0: 16-byte aligned)."""
-    return torch.randn(m, k + 8 + offset, device=DEVICE).to(dtype)[:, offset : offset + k]
-
-
-def _reference(x, w, bias, n_out, k_in, activation=None, residual=None, gamma=None, wv=None, bv=None):
-    y = x[:, :k_in].double() @ w[:n_out, :k_in].double().T
-    if bias is not None:
-        y = y + bias[:n_out].double()
-    if activation == "gelu":
-        y = F.gelu(y)
-    if wv is not None:
-        value = x[:, :k_in].double() @ wv[:n_out, :k_in].double().T
-        y = F.silu(y) * (value if bv is None else value + bv[:n_out].double())
-    if residual is not None:
-        y = residual.double() + (1.0 if gamma is None else gamma.double()) * y
-    return y
+    return strided_cols(m, k, dtype, DEVICE, offset=offset, tail=8)
 
 
 # (M, k_in, K_full, n_out, N_full, activation, bias, residual, gamma, x offset): k_in below, at and above one
@@ -68,19 +57,9 @@ CASES = [
 )
 def test_matches_reference(dtype, m, k_in, k_full, n_out, n_full, activation, has_bias, has_residual, has_gamma,
                            offset):
-    x = _strided_x(m, k_in + 3, dtype, offset)  # wider than k_in: only the first k_in columns count
-    w = _poisoned_weight(n_full, k_full, n_out, k_in, dtype)
-    bias = torch.cat([torch.randn(n_out), torch.full((n_full - n_out,), math.nan)]).to(dtype).to(DEVICE)
-    residual = torch.randn(m, n_out + 5, device=DEVICE).to(dtype)[:, :n_out] if has_residual else None
-    gamma = torch.rand(n_out, device=DEVICE).to(dtype) + 0.5 if has_gamma else None
-    out = torch.full((m, n_out), math.nan, dtype=dtype, device=DEVICE)
-    bias = bias if has_bias else None
-
-    y = sliced_linear(x, w, bias, n_out=n_out, k_in=k_in, activation=activation, residual=residual, gamma=gamma,
-                      out=out)  # fmt: skip
-
-    assert y is out and y.dtype == dtype
-    assert_close(y, _reference(x, w, bias, n_out, k_in, activation, residual, gamma), TOL[dtype])
+    x = _strided_x(m, k_in + 3, dtype, offset)
+    check_sliced_linear(sliced_linear, DEVICE, dtype, x, k_in, k_full, n_out, n_full, activation, has_bias,
+                        has_residual, has_gamma)
 
 
 @DTYPES
@@ -98,27 +77,15 @@ def test_gated_ffn(dtype, m, k_in, n_out, has_bias, offset):
 
     y = sliced_linear(x, w, bias, n_out=n_out, k_in=k_in, value_weight=wv, value_bias=bv, residual=residual, out=out)
 
-    assert_close(y, _reference(x, w, bias, n_out, k_in, None, residual, None, wv, bv), TOL[dtype])
+    assert_close(y, linear_reference(x, w, bias, n_out, k_in, None, residual, None, wv, bv), TOL[dtype])
 
 
 @DTYPES
 @pytest.mark.parametrize("d_slim", [1, 6, 21, 24])
 @pytest.mark.parametrize("has_bias", [False, True], ids=["nobias", "bias"])
 def test_qkv_layout(dtype, d_slim, has_bias):
-    """Column j*3H + t*H + h of token b*N + n lands at out[t, b, h, n, j]; the weight is read as a row prefix."""
-    batch, tokens, heads, d_k, width = 2, 197, 3, 24, 40
-    n_out = 3 * heads * d_slim
-    x = _strided_x(batch * tokens, width, dtype)
-    w = _poisoned_weight(3 * heads * d_k, width, n_out, width, dtype)
-    bias = torch.randn(3 * heads * d_k, device=DEVICE).to(dtype) if has_bias else None
-    out = torch.full((3, batch, heads, tokens, d_slim), math.nan, dtype=dtype, device=DEVICE)
-
-    qkv = sliced_linear(x, w, bias, n_out=n_out, k_in=width, qkv_heads=heads, seq_len=tokens, out=out)
-
-    ref = _reference(x, w, bias, n_out, width)  # [B*N, d'*3*H], column j*3H + t*H + h
-    ref = ref.reshape(batch, tokens, d_slim, 3, heads).permute(3, 0, 4, 1, 2)
-    assert qkv is out
-    assert_close(qkv, ref, TOL[dtype])
+    tokens = 197
+    check_qkv_layout(sliced_linear, DEVICE, dtype, _strided_x(2 * tokens, 40, dtype), tokens, d_slim, has_bias)
 
 
 def test_allocated_outputs_have_aligned_rows_and_weights_are_read_in_place():
@@ -126,6 +93,6 @@ def test_allocated_outputs_have_aligned_rows_and_weights_are_read_in_place():
     w = _poisoned_weight(64, 40, 45, 40, torch.bfloat16)
     y = sliced_linear(x, w, n_out=45, k_in=40)
     assert y.shape == (17, 45) and y.stride() == (48, 1)
-    assert_close(y, _reference(x, w, None, 45, 40), TOL[torch.bfloat16])
+    assert_close(y, linear_reference(x, w, None, 45, 40), TOL[torch.bfloat16])
     w[:45] *= 2  # a later edit of the stored prefix shows up: nothing was copied
     assert_close(sliced_linear(x, w, n_out=45, k_in=40), 2 * y.double(), TOL[torch.bfloat16])

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from slimkern.backends.triton import layer_norm
 from tests.backends.kernel_checks import DEVICE, DTYPES, TOL, assert_close
+from tests.backends.op_references import check_layer_norm, strided_rows
 
 
 def _strided(m: int, d: int, dtype, mean: float = 0.0) -> torch.Tensor:
-    """[m, d] view with a row stride larger than d; values with an offset mean test the variance's numerics."""
-    return (torch.randn(m, d + 9, device=DEVICE) * 2 + mean).to(dtype)[:, 4 : 4 + d]
+    return strided_rows(m, d, dtype, DEVICE, mean)
 
 
 @DTYPES
@@ -22,26 +20,7 @@ def _strided(m: int, d: int, dtype, mean: float = 0.0) -> torch.Tensor:
 @pytest.mark.parametrize("affine", ["weight+bias", "weight", "none"])
 @pytest.mark.parametrize("has_residual", [False, True], ids=["plain", "residual"])
 def test_matches_reference(dtype, m, d, affine, has_residual):
-    x = _strided(m, d, dtype, mean=3.0)
-    weight = torch.randn(d, device=DEVICE).to(dtype) if affine != "none" else None
-    bias = torch.randn(d, device=DEVICE).to(dtype) if affine == "weight+bias" else None
-    residual = _strided(m, d, dtype) if has_residual else None
-    out = torch.full((m, d), math.nan, dtype=dtype, device=DEVICE)
-    residual_out = torch.full((m, d), math.nan, dtype=dtype, device=DEVICE) if has_residual else None
-
-    result = layer_norm(x, weight, bias, 1e-6, residual=residual, out=out, residual_out=residual_out)
-
-    s = x.double() if residual is None else x.double() + residual.double()
-    w64, b64 = (None if t is None else t.double() for t in (weight, bias))
-    ref = F.layer_norm(s, (d,), w64, b64, 1e-6)
-    if has_residual:
-        y, s_out = result
-        assert s_out is residual_out and s_out.dtype == dtype
-        assert_close(s_out, s, TOL[dtype])
-    else:
-        y = result
-    assert y is out and y.dtype == dtype
-    assert_close(y, ref, TOL[dtype])
+    check_layer_norm(layer_norm, DEVICE, dtype, m, d, affine, has_residual)
 
 
 def test_bias_only_and_allocated_outputs():
