@@ -89,6 +89,22 @@ def check_attention(attention: Callable, device: str, dtype: torch.dtype, batch:
     assert_close(o, to_bnjh(ref) if out_layout == "bnjh" else ref, TOL[dtype])
 
 
+
+def check_large_logits_and_masking_bias(attention: Callable, device: str, dtype: torch.dtype, n_k: int) -> None:
+    """Online softmax must stay exact for large logits and a bias that masks most keys (finite, very negative)."""
+    q, k, v = qkv_views(1, 2, 40, n_k, 16, dtype, "qkv", device)
+    bias = torch.where(torch.rand(2, 40, n_k, device=device) < 0.8, -1e4, 0.0)
+    bias[..., 0] = 0.0  # every query keeps at least one key
+    o = attention(q * 30, k, v, scale=0.25, bias=bias, out_layout="bhnd")
+    assert_close(o, attention_reference(q * 30, k, v, 0.25, bias), TOL[dtype])
+
+
+def check_allocated_bnjh_output_has_aligned_rows(attention: Callable, device: str, dtype: torch.dtype) -> None:
+    q, k, v = qkv_views(2, 3, 17, 17, 6, dtype, "qkv", device)
+    o = attention(q, k, v, scale=0.4)
+    assert o.shape == (2, 17, 18) and o.stride() == (17 * 32, 32, 1)
+    assert_close(o.view(34, 18), to_bnjh(attention_reference(q, k, v, 0.4)).reshape(34, 18), TOL[dtype])
+
 def check_attention_block_chain(sliced_linear: Callable, attention: Callable, device: str, dtype: torch.dtype,
                                 tokens: int, d_slim: int) -> None:
     """qkv GEMM -> attention -> out-projection on width-prefix weights equals the slimmed block in float64.

@@ -9,22 +9,16 @@ import pytest
 import torch
 
 from slimkern.backends.cuda import attention, sliced_linear
-from tests.backends.kernel_checks import TOL, assert_close
 from tests.backends.op_references import (
-    attention_reference,
+    check_allocated_bnjh_output_has_aligned_rows,
     check_attention,
     check_attention_block_chain,
-    qkv_views,
-    to_bnjh,
+    check_large_logits_and_masking_bias,
 )
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DTYPES = pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 DEVICE = "cuda"
-
-
-def _qkv(batch, heads, n_q, n_k, d, dtype, layout):
-    return qkv_views(batch, heads, n_q, n_k, d, dtype, layout, DEVICE)
 
 
 # (B, H, Nq, Nk, d', bias, layout): blocks are 64 queries x 64 keys (32 keys at d' > 128), so 197 tokens take
@@ -54,19 +48,11 @@ def test_matches_reference(dtype, batch, heads, n_q, n_k, d, bias_kind, layout, 
 
 
 def test_large_logits_and_masking_bias():
-    """Online softmax must stay exact for large logits and a bias that masks most keys (finite, very negative)."""
-    q, k, v = _qkv(1, 2, 40, 170, 16, torch.bfloat16, "qkv")
-    bias = torch.where(torch.rand(2, 40, 170, device=DEVICE) < 0.8, -1e4, 0.0)
-    bias[..., 0] = 0.0  # every query keeps at least one key
-    o = attention(q * 30, k, v, scale=0.25, bias=bias, out_layout="bhnd")
-    assert_close(o, attention_reference(q * 30, k, v, 0.25, bias), TOL[torch.bfloat16])
+    check_large_logits_and_masking_bias(attention, DEVICE, torch.bfloat16, n_k=170)
 
 
 def test_allocated_bnjh_output_has_aligned_rows():
-    q, k, v = _qkv(2, 3, 17, 17, 6, torch.bfloat16, "qkv")
-    o = attention(q, k, v, scale=0.4)
-    assert o.shape == (2, 17, 18) and o.stride() == (17 * 32, 32, 1)
-    assert_close(o.view(34, 18), to_bnjh(attention_reference(q, k, v, 0.4)).reshape(34, 18), TOL[torch.bfloat16])
+    check_allocated_bnjh_output_has_aligned_rows(attention, DEVICE, torch.bfloat16)
 
 
 @DTYPES

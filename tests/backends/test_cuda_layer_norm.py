@@ -8,15 +8,11 @@ import torch.nn.functional as F
 
 from slimkern.backends.cuda import layer_norm
 from tests.backends.kernel_checks import TOL, assert_close
-from tests.backends.op_references import check_layer_norm, strided_rows
+from tests.backends.op_references import check_layer_norm
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DTYPES = pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 DEVICE = "cuda"
-
-
-def _strided(m: int, d: int, dtype, mean: float = 0.0) -> torch.Tensor:
-    return strided_rows(m, d, dtype, DEVICE, mean)
 
 
 @DTYPES

@@ -6,19 +6,14 @@ import pytest
 import torch
 
 from slimkern.backends.triton import attention, sliced_linear
-from tests.backends.kernel_checks import DEVICE, DTYPES, TOL, assert_close
+from tests.backends.kernel_checks import DEVICE, DTYPES
 from tests.backends.op_references import (
-    attention_reference,
+    check_allocated_bnjh_output_has_aligned_rows,
     check_attention,
     check_attention_block_chain,
+    check_large_logits_and_masking_bias,
     qkv_views,
-    to_bnjh,
 )
-
-
-def _qkv(batch, heads, n_q, n_k, d, dtype, layout):
-    return qkv_views(batch, heads, n_q, n_k, d, dtype, layout, DEVICE)
-
 
 # (B, H, Nq, Nk, d', bias, q/k/v layout): ViT token counts, cross attention (Nq != Nk), d' = 1, 6, 21, 64, 256;
 # on the interpreter the blocks are 64 x 64, so 197 tokens take 4 key blocks, the last one partial.
@@ -47,27 +42,18 @@ def test_matches_reference(dtype, batch, heads, n_q, n_k, d, bias_kind, layout, 
 
 
 def test_large_logits_and_masking_bias():
-    """Online softmax must stay exact for large logits and a bias that masks most keys (finite, very negative)."""
-    q, k, v = _qkv(1, 2, 40, 70, 16, torch.float32, "qkv")
-    bias = torch.where(torch.rand(2, 40, 70, device=DEVICE) < 0.8, -1e4, 0.0)
-    bias[..., 0] = 0.0  # every query keeps at least one key
-    o = attention(q * 30, k, v, scale=0.25, bias=bias, out_layout="bhnd")
-    assert_close(o, attention_reference(q * 30, k, v, 0.25, bias), TOL[torch.float32])
+    check_large_logits_and_masking_bias(attention, DEVICE, torch.float32, n_k=70)
 
 
 def test_allocated_bnjh_output_has_aligned_rows():
-    q, k, v = _qkv(2, 3, 17, 17, 6, torch.float32, "qkv")
-    o = attention(q, k, v, scale=0.4)
-    assert o.shape == (2, 17, 18) and o.stride() == (17 * 32, 32, 1)
-    assert_close(o.view(34, 18), to_bnjh(attention_reference(q, k, v, 0.4)).reshape(34, 18), TOL[torch.float32])
-
+    check_allocated_bnjh_output_has_aligned_rows(attention, DEVICE, torch.float32)
 
 @DTYPES
 def test_slimmed_attention_block_chain(dtype):
     check_attention_block_chain(sliced_linear, attention, DEVICE, dtype, tokens=17, d_slim=3)
 
 def test_bad_arguments_raise():
-    q, k, v = _qkv(1, 2, 5, 7, 6, torch.float32, "qkv")
+    q, k, v = qkv_views(1, 2, 5, 7, 6, torch.float32, "qkv", DEVICE)
     with pytest.raises(ValueError, match=r"head dim d'=257 outside the supported range \[1, 256\]"):
         big = torch.randn(3, 1, 1, 4, 257, device=DEVICE)
         attention(big[0], big[1], big[2], scale=1.0)
