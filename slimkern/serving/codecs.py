@@ -83,13 +83,15 @@ def _decode_safetensors(body: bytes) -> torch.Tensor:
 def _decode_json(body: bytes) -> tuple[torch.Tensor, dict[str, Any]]:
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except RecursionError:  # a JSON bomb of deeply nested brackets: a client error, not a server crash (500)
+        raise PayloadError("body nests JSON too deeply; send x as nested lists [B, C, H, W]") from None
+    except ValueError as err:  # JSONDecodeError, bad UTF-8, integers of thousands of digits
         raise PayloadError(f"body is not valid JSON ({err})") from None
     if not isinstance(data, dict) or "x" not in data:
         raise PayloadError('a JSON body must be an object with the batch under "x" (nested lists [B, C, H, W])')
     try:
         x = torch.tensor(data.pop("x"), dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError) as err:
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:  # RuntimeError covers RecursionError
         raise PayloadError(f'"x" must be nested lists of numbers of one rectangular shape [B, C, H, W] ({err})'
                            ) from None
     return x.float(), data

@@ -168,6 +168,8 @@ BAD_REQUESTS = [  # (id, body, content type, query, status, words in the message
     ("safetensors without x", st_save({"y": torch.zeros(1)}), ST, {}, 400, "named 'x'"),
     ("invalid json", b"{not json", JS, {}, 400, "not valid JSON"),
     ("json without x", b'{"width": 0.5}', JS, {}, 400, '"x"'),
+    ("deeply nested json", b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", JS, {}, 400, "nests JSON too deeply"),
+    ("json integer of 5000 digits", b'{"x": [' + b"1" * 5000 + b"]}", JS, {}, 400, "not valid JSON"),
     ("ragged json", json.dumps({"x": [[1.0, 2.0], [3.0]]}).encode(), JS, {}, 400, "rectangular"),
     ("unsupported type", b"abc", "text/plain", {}, 415, "unsupported Content-Type"),
     ("wrong band count", npy(np.zeros((1, 4, 224, 224), np.float32)), NPY, {}, 422, "4 bands"),
