@@ -3,8 +3,9 @@
 Every reader gives an :class:`ImageSet`: a list of images (read lazily, one at a time) with labels.
 :func:`model_batches` turns it into the model's input:
 
-- **Pixels as stored.** JPEG/PNG are read with PIL as RGB (8-bit); GeoTIFFs with tifffile, every
-  band (the band axis is the smallest axis of the array: ``[H, W, C]`` and ``[C, H, W]`` both work).
+- **Pixels as stored.** JPEG/PNG are read with PIL as RGB (8-bit); GeoTIFFs with tifffile, every band. The
+  band axis is the file's samples axis where it has one (GDAL/rasterio GeoTIFFs, pixel- or
+  band-interleaved, so a 12-band 10 x 10 tile reads right), else the smallest axis.
 - **Bands.** ``bands`` (0-based indices into the file's bands, e.g. ``[3, 2, 1]`` for R, G, B of a
   13-band Sentinel-2 GeoTIFF) selects and orders them; the result must have as many bands as the
   model lists in ``cfg.bands`` (in that order), else a :class:`DataError` says both.
@@ -74,11 +75,15 @@ def read_image(path: str | Path) -> np.ndarray:
         if path.suffix.lower() in TIFF_SUFFIXES:
             import tifffile
 
-            array = np.asarray(tifffile.imread(path))
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                array, axes = np.asarray(series.asarray()), series.axes
             if array.ndim == 2:
                 array = array[None]
             elif array.ndim == 3:
-                if array.shape[-1] < array.shape[0]:  # the band axis is the smallest: [H, W, C] -> [C, H, W]
+                if "S" in axes:  # samples per pixel (GDAL, rasterio): the file says where the bands are
+                    array = np.moveaxis(array, axes.index("S"), 0)
+                elif array.shape[-1] < min(array.shape[:2]):  # else the band axis is the smallest one
                     array = array.transpose(2, 0, 1)
             else:
                 raise DataError(f"{path}: a GeoTIFF with shape {array.shape}; expected [H, W], [H, W, C] or [C, H, W]")

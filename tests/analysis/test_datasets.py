@@ -138,3 +138,20 @@ def test_multilabel_missing_image_and_bad_columns(tmp_path):
     labels.write_text("path,classes\nx.jpg,a\n")
     with pytest.raises(DataError, match="expected CSV columns 'file' and 'labels'"):
         multilabel_dataset(tmp_path, labels)
+
+
+@pytest.mark.parametrize("layout", ["contig", "separate", "pages"])
+def test_geotiff_with_more_bands_than_pixels_per_side(tmp_path, layout):
+    # a 12-band 10 x 10 tile: the band axis is not the smallest one, the file's layout says where it is
+    bands_first = np.arange(12 * 10 * 10, dtype=np.uint16).reshape(12, 10, 10)
+    path = tmp_path / "tile.tif"
+    if layout == "contig":  # pixel-interleaved, [H, W, C] (GDAL's default)
+        tifffile.imwrite(path, bands_first.transpose(1, 2, 0), photometric="minisblack", planarconfig="contig")
+    elif layout == "separate":  # band-interleaved, [C, H, W]
+        tifffile.imwrite(path, bands_first, photometric="minisblack", planarconfig="separate")
+    else:  # one page per band
+        tifffile.imwrite(path, bands_first, photometric="minisblack")
+    image = read_image(path)
+    assert image.shape == (12, 10, 10)
+    np.testing.assert_array_equal(image, bands_first.astype(np.float32))
+
