@@ -3,7 +3,8 @@
 Every reader gives an :class:`ImageSet`: a list of images (read lazily, one at a time) with labels.
 :func:`model_batches` turns it into the model's input:
 
-- **Pixels as stored.** JPEG/PNG are read with PIL as RGB (8-bit); GeoTIFFs with tifffile, every band. The
+- **Pixels as stored.** JPEG/PNG are read with PIL as RGB (8-bit; RGBA, grayscale and palette images are
+  converted, 16/32-bit ones refused as they would clip at 255); GeoTIFFs with tifffile, every band. The
   band axis is the file's samples axis where it has one (GDAL/rasterio GeoTIFFs, pixel- or
   band-interleaved, so a 12-band 10 x 10 tile reads right), else the smallest axis.
 - **Bands.** ``bands`` (0-based indices into the file's bands, e.g. ``[3, 2, 1]`` for R, G, B of a
@@ -91,6 +92,9 @@ def read_image(path: str | Path) -> np.ndarray:
             from PIL import Image
 
             with Image.open(path) as img:
+                if img.mode.startswith(("I", "F")):  # convert("RGB") would clip 16-bit values at 255
+                    raise DataError(f"{path}: a {img.mode} image (16/32-bit); JPEG/PNG are read as 8-bit RGB, "
+                                    "so save it as 8-bit or as a GeoTIFF (read with its stored values)")
                 array = np.asarray(img.convert("RGB")).transpose(2, 0, 1)
     except DataError:
         raise

@@ -155,3 +155,14 @@ def test_geotiff_with_more_bands_than_pixels_per_side(tmp_path, layout):
     assert image.shape == (12, 10, 10)
     np.testing.assert_array_equal(image, bands_first.astype(np.float32))
 
+
+def test_png_modes_convert_to_rgb_and_16_bit_is_refused(tmp_path):
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 7
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(np.full((4, 4), 90, dtype=np.uint8), "L").save(tmp_path / "gray.png")
+    assert read_image(tmp_path / "rgba.png")[:, 0, 0].tolist() == [200, 0, 0]  # alpha dropped
+    assert read_image(tmp_path / "gray.png")[:, 0, 0].tolist() == [90, 90, 90]
+    Image.fromarray(np.full((4, 4), 1000, dtype=np.uint16)).save(tmp_path / "deep.png")
+    with pytest.raises(DataError, match=r"deep\.png: a I;16 image .*8-bit RGB.*GeoTIFF"):
+        read_image(tmp_path / "deep.png")
