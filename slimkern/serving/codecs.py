@@ -65,9 +65,10 @@ def _decode_npy(body: bytes) -> torch.Tensor:
         raise PayloadError(f"body is not a .npy array ({err}); write it with numpy.save") from None
     if not isinstance(array, np.ndarray):
         raise PayloadError("body is an .npz archive; send one array written with numpy.save")
-    if not np.issubdtype(array.dtype, np.floating):
-        raise PayloadError(f"x is {array.dtype}; send normalised floating-point values (float32)")
-    return torch.from_numpy(np.ascontiguousarray(array))
+    if array.dtype.kind != "f" or array.dtype.itemsize not in (2, 4, 8):  # longdouble has no torch dtype
+        raise PayloadError(f"x is {array.dtype}; send normalised floating-point values (float32, or float16/float64)")
+    # big-endian arrays (numpy.save of '>f4') are valid .npy files, torch only reads native byte order
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("=")))
 
 
 def _decode_safetensors(body: bytes) -> torch.Tensor:

@@ -107,6 +107,15 @@ def test_accept_header_chooses_the_response_encoding(app, model):
     assert r.json()["shape"] == [1, model.dim]
 
 
+@pytest.mark.parametrize("dtype", [">f4", np.float16, np.float64])
+def test_npy_float_dtypes_and_byte_orders_are_cast(app, model, dtype):
+    x = np.random.randn(2, 3, 224, 224).astype(dtype)
+    r = post(app, npy(x), NPY, params={"width": 0.5})
+    assert r.status_code == 200, r.text
+    expected = model.run(torch.from_numpy(x.astype(np.float64)).float(), 0.5)
+    assert rel_error(from_npy(r.content), expected) < 1e-5
+
+
 def test_normalize_flag_takes_raw_values(app, model):
     raw = torch.rand(2, 3, 224, 224)  # RGB / 255, as input_scale says
     r = post(app, npy(raw.numpy()), NPY, params={"width": 0.5, "normalize": "true"})
@@ -164,6 +173,7 @@ GOOD = np.random.randn(1, 3, 224, 224).astype(np.float32)
 BAD_REQUESTS = [  # (id, body, content type, query, status, words in the message)
     ("garbage npy", b"not an array", NPY, {}, 400, "not a .npy array"),
     ("integer npy", npy(np.zeros((1, 3, 224, 224), np.int64)), NPY, {}, 400, "floating-point"),
+    ("long double npy", npy(np.zeros((1, 3, 224, 224), np.longdouble)), NPY, {}, 400, "float32, or float16/float64"),
     ("garbage safetensors", b"\x00" * 16, ST, {}, 400, "not a safetensors file"),
     ("safetensors without x", st_save({"y": torch.zeros(1)}), ST, {}, 400, "named 'x'"),
     ("invalid json", b"{not json", JS, {}, 400, "not valid JSON"),
