@@ -130,7 +130,8 @@ def create_app(engine: Engine, *, max_batch: int = 16, max_wait_ms: float = 5.0,
     model = engine.model
     registry = CollectorRegistry()
     requests = Counter("slimkern_requests", "Requests to /v1/embed by HTTP status", ["status"], registry=registry)
-    latency = Histogram("slimkern_request_latency_seconds", "Time from request to response of /v1/embed, by width",
+    latency = Histogram("slimkern_request_latency_seconds",
+                        "Time from request to response of /v1/embed, by candidate width (any other width: other)",
                         ["width"], buckets=LATENCY_BUCKETS, registry=registry)
     batch_sizes = Histogram("slimkern_batch_size", "Images per model call after dynamic batching",
                             buckets=BATCH_BUCKETS, registry=registry)
@@ -139,6 +140,7 @@ def create_app(engine: Engine, *, max_batch: int = 16, max_wait_ms: float = 5.0,
                            max_body_bytes=max_body_bytes, workers=workers, retry_after_s=retry_after_s,
                            on_batch=batch_sizes.observe)
     batcher = service.batcher
+    candidates = frozenset(engine.widths)
     queue_depth.set_function(lambda: batcher.depth)
 
     @asynccontextmanager
@@ -154,8 +156,9 @@ def create_app(engine: Engine, *, max_batch: int = 16, max_wait_ms: float = 5.0,
         start = time.perf_counter()
         response, choice = await service.embed(request)
         requests.labels(str(response.status_code)).inc()
-        if choice is not None:
-            latency.labels(f"{choice.width:g}").observe(time.perf_counter() - start)
+        if choice is not None:  # label values bounded by the candidates: a client's width=0.123457 is "other"
+            label = f"{choice.width:g}" if choice.width in candidates else "other"
+            latency.labels(label).observe(time.perf_counter() - start)
         return response
 
     @app.get("/v1/models")

@@ -217,6 +217,17 @@ def test_bad_input_gets_its_4xx_and_the_server_keeps_serving(app, case):
     assert post(app, npy(GOOD), NPY, params={"width": 0.5}).status_code == 200
 
 
+def test_latency_metric_labels_stay_bounded(app):
+    """Width labels are the engine's candidates; arbitrary client widths share one label instead of each adding
+    a time series."""
+    for width in (0.5, 0.123456, 0.123457, 0.98765):
+        assert post(app, npy(GOOD), NPY, params={"width": width}).status_code == 200
+    metrics = get(app, "/metrics").text
+    assert 'slimkern_request_latency_seconds_count{width="0.5"} 1.0' in metrics
+    assert 'slimkern_request_latency_seconds_count{width="other"} 3.0' in metrics
+    assert "0.123456" not in metrics and "0.98765" not in metrics
+
+
 def test_unacceptable_accept_header(app):
     r = post(app, npy(GOOD), NPY, headers={"accept": "image/png"})
     assert r.status_code == 406 and "cannot answer" in r.json()["detail"]
