@@ -36,7 +36,7 @@ def mean_abs_correlation(features: np.ndarray) -> float:
     x = np.asarray(features, dtype=np.float64)
     if len(x) < 2:
         return float("nan")
-    x = x[:, x.std(axis=0) > 0]
+    x = x[:, np.ptp(x, axis=0) > 0]  # exact: a constant 0.1 column has std 1e-17 from rounding, not 0
     if x.shape[1] < 2:
         return float("nan")
     corr = np.corrcoef(x, rowvar=False)

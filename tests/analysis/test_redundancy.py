@@ -26,6 +26,10 @@ def test_mean_abs_correlation_known_values():
     assert mean_abs_correlation(np.stack([a, -a, b], axis=1)) == pytest.approx(1 / 3)
     # a constant column has no correlation and is left out
     assert mean_abs_correlation(np.stack([a, -a, np.ones(8)], axis=1)) == pytest.approx(1.0)
+    # ... also when its mean is not exact in floating point (7 x 0.1: std 1.4e-17, not 0)
+    c = np.arange(7.0)
+    assert np.full(7, 0.1).std() > 0
+    assert mean_abs_correlation(np.stack([c, -c, np.full(7, 0.1)], axis=1)) == pytest.approx(1.0)
 
 
 def test_participation_ratio_known_values():
