@@ -195,7 +195,7 @@ class Engine:
         widths = self.widths if widths is None else tuple(sorted({check_width(w) for w in widths}))
         size = tuple(image_size or (self.model.cfg.arch.img_size,) * 2)
         self.model.check_image_size(*size)
-        profile = LatencyProfile(fingerprint(self.model), mode, output, size)
+        profile = LatencyProfile(self.fingerprint(), mode, output, size)
         bands = len(self.model.cfg.bands)
         for batch in sorted({int(b) for b in batch_sizes}):
             x = torch.randn(batch, bands, *size, dtype=self.model.dtype, device=self.model.device)
@@ -215,11 +215,12 @@ class Engine:
         self.latency_profile.save(path)
 
     def load_profile(self, path: str | os.PathLike, *, refresh: bool = True) -> LatencyProfile:
-        """Use a saved profile. If it was measured for another device, model, weights, dtype, backend or torch,
+        """Use a saved profile. If it was measured for another device, model, weights, dtype, backend, torch or
+        graph setting (CUDA graphs and their buckets, or eager),
         re-measure it with the same batch sizes and widths and overwrite the file (``refresh=True``), or raise
         ``ValueError`` listing the differences (``refresh=False``)."""
         profile = LatencyProfile.load(path)
-        stale = profile.stale_fields(fingerprint(self.model))
+        stale = profile.stale_fields(self.fingerprint())
         if not stale:
             self.latency_profile = profile
             return profile
@@ -231,12 +232,19 @@ class Engine:
         fresh.save(path)
         return fresh
 
+    def fingerprint(self, *, weights: bool = True) -> dict[str, str]:
+        """The model's :func:`~slimkern.serving.profile.fingerprint` plus how this engine runs it: CUDA graphs
+        (and their batch buckets, which pad batches) or eager, which changes the latency as much as the device."""
+        fp = fingerprint(self.model, weights=weights)
+        fp["graphs"] = "eager" if self.graphs is None else f"buckets {','.join(map(str, self.graphs.buckets))}"
+        return fp
+
     def _current_profile(self) -> LatencyProfile:
         """The profile, re-measured first if the model moved to another device, dtype or backend since."""
         if self.latency_profile is None:
             raise ValueError("latency_ms budgets need a latency profile: call engine.profile() on this device "
                              "(or engine.load_profile(path) with a saved one)")
-        stale = self.latency_profile.stale_fields(fingerprint(self.model, weights=False))
+        stale = self.latency_profile.stale_fields(self.fingerprint(weights=False))
         if stale:
             warnings.warn(f"the latency profile is stale ({'; '.join(stale)}); re-measuring it", stacklevel=3)
             self._remeasure(self.latency_profile)

@@ -2,7 +2,8 @@
 
 A profile is only valid for the machine, model and weights it was measured with: it carries a
 fingerprint (model name, architecture, parameter checksum, dtype, backend, device name, torch version,
-CPU threads) and :meth:`LatencyProfile.stale_fields` lists what no longer matches.
+CPU threads; the engine adds CUDA graphs or eager) and :meth:`LatencyProfile.stale_fields` lists what no
+longer matches.
 """
 
 from __future__ import annotations

@@ -130,8 +130,21 @@ def test_stale_profile_is_refused_or_refreshed(model, tmp_path):
         engine.load_profile(path, refresh=False)
     with pytest.warns(UserWarning, match="stale"):
         fresh = engine.load_profile(path)
-    assert fresh.fingerprint == fingerprint(model)
+    assert fresh.fingerprint == engine.fingerprint() and fresh.fingerprint["graphs"] == "eager"
     assert LatencyProfile.load(path).fingerprint == fresh.fingerprint  # the file was rewritten
+
+
+def test_profile_measured_with_cuda_graphs_is_stale_for_an_eager_engine(model, tmp_path):
+    """Graph replay and eager runs differ in latency as much as two devices do: the fingerprint must tell."""
+    engine = Engine(model, widths=(1.0, 0.1))
+    engine.profile(batch_sizes=(1,), repeats=1)
+    path = tmp_path / "profile.json"
+    engine.save_profile(path)
+    data = json.loads(path.read_text())
+    data["fingerprint"]["graphs"] = "buckets 1,2,4"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="graphs: profile 'buckets 1,2,4', now 'eager'"):
+        engine.load_profile(path, refresh=False)
 
 
 def test_profile_of_other_weights_is_stale(model):
