@@ -65,6 +65,8 @@ class EmbedService:
             raise NotImplementedError(f"{model.cfg.name} needs extra inputs ({', '.join(model.extra_inputs)}); the "
                                       "HTTP API serves models whose run() takes only x")
         self.engine = engine
+        self.max_queue = max_queue
+        self.in_flight = 0  # requests from their first byte to their answer (reading, decoding, queued, running)
         self.max_body_bytes = max_body_bytes
         self.retry_after_s = retry_after_s
         self.batcher = DynamicBatcher(self._run_batch, max_batch=max_batch, max_wait_ms=max_wait_ms,
@@ -86,7 +88,21 @@ class EmbedService:
         return await self.batcher.submit(key, x, tag=(choice, params["output"]), cost=choice.relative_flops), choice
 
     async def embed(self, request: Request) -> tuple[Response, Choice | None]:
-        """Answer one HTTP request: the response and, when it succeeded, the :class:`Choice` made."""
+        """Answer one HTTP request: the response and, when it succeeded, the :class:`Choice` made.
+
+        ``max_queue`` bounds the requests in flight from their first byte: counting them only once queued in the
+        batcher would let any number of bodies be read and decoded (up to ``max_body_bytes`` each) before a 503."""
+        if self.in_flight >= self.max_queue:
+            err = QueueFull(f"the server holds {self.in_flight} unanswered requests (max_queue={self.max_queue}); "
+                            "retry later")
+            return _error(503, err, {"Retry-After": str(self.retry_after_s)}), None
+        self.in_flight += 1
+        try:
+            return await self._embed(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _embed(self, request: Request) -> tuple[Response, Choice | None]:
         try:
             body = await _read_body(request, self.max_body_bytes)
             kind = media_type(request.headers.get("content-type"))

@@ -268,6 +268,35 @@ def test_full_queue_answers_503_with_retry_after(engine):
     assert first.status_code == 200
 
 
+def test_requests_still_uploading_count_against_max_queue(engine):
+    """max_queue=1 and a first request whose body is still arriving: the second gets 503 at once, before its body
+    is read and decoded (counting only batcher-queued requests let any number of bodies pile up in memory)."""
+    app = create_app(engine, max_queue=1, max_wait_ms=0, retry_after_s=3)
+    body, started, release = npy(GOOD), asyncio.Event(), asyncio.Event()
+
+    async def slow_body():
+        yield body[:100]
+        started.set()
+        await release.wait()
+        yield body[100:]
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            first = asyncio.create_task(client.post("/v1/embed", content=slow_body(), headers={"content-type": NPY}))
+            await asyncio.wait_for(started.wait(), 10)
+            second = await client.post("/v1/embed", content=npy(GOOD), headers={"content-type": NPY})
+            release.set()
+            return await first, second
+
+    try:
+        first, second = asyncio.run(go())
+    finally:
+        app.state.batcher.shutdown()
+    assert second.status_code == 503 and second.headers["retry-after"] == "3", second.text
+    assert "max_queue=1" in second.json()["detail"]
+    assert first.status_code == 200, first.text
+
+
 def test_latency_budget_over_http(engine, model):
     engine.profile(batch_sizes=(1, 2), widths=(1.0, 0.1), repeats=1)
     app = create_app(engine)
