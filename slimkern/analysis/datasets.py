@@ -145,13 +145,17 @@ def multilabel_dataset(root: str | Path, labels_file: str | Path, name: str | No
         table = json.loads(labels_file.read_text())
         if not isinstance(table, dict):
             raise DataError(f"{labels_file}: expected a JSON object {{file: [labels]}}, got {type(table).__name__}")
-        rows = [(str(k), list(v)) for k, v in table.items()]
+        bad = [k for k, v in table.items() if not isinstance(v, list) or not all(isinstance(x, str) for x in v)]
+        if bad:  # list("forest") would silently make the labels f, o, r, e, s, t
+            raise DataError(f"{labels_file}: the labels of {bad[0]!r} are {table[bad[0]]!r}; expected a list of "
+                            'label strings, e.g. {"a.tif": ["forest", "water"]}')
+        rows = [(str(k), [x.strip() for x in v if x.strip()]) for k, v in table.items()]
     else:
         with labels_file.open(newline="") as fh:
             reader = csv.DictReader(fh)
             if reader.fieldnames is None or not {"file", "labels"} <= set(reader.fieldnames):
                 raise DataError(f"{labels_file}: expected CSV columns 'file' and 'labels', got {reader.fieldnames}")
-            rows = [(r["file"], [s.strip() for s in r["labels"].split(";") if s.strip()]) for r in reader]
+            rows = [(r["file"], [s.strip() for s in (r["labels"] or "").split(";") if s.strip()]) for r in reader]
     if not rows:
         raise DataError(f"{labels_file} lists no images")
     files = [root / f for f, _ in rows]
@@ -159,6 +163,9 @@ def multilabel_dataset(root: str | Path, labels_file: str | Path, name: str | No
     if missing:
         raise DataError(f"{len(missing)} images in {labels_file} are missing under {root}: {', '.join(missing[:5])}")
     classes = sorted({label for _, labels in rows for label in labels})
+    if not classes:
+        raise DataError(f"{labels_file} gives no image any label; expected labels per image "
+                        "(JSON lists or ';'-separated in the CSV column 'labels')")
     matrix = np.zeros((len(rows), len(classes)), dtype=np.int64)
     for i, (_, labels) in enumerate(rows):
         matrix[i, [classes.index(label) for label in labels]] = 1

@@ -166,3 +166,22 @@ def test_png_modes_convert_to_rgb_and_16_bit_is_refused(tmp_path):
     Image.fromarray(np.full((4, 4), 1000, dtype=np.uint16)).save(tmp_path / "deep.png")
     with pytest.raises(DataError, match=r"deep\.png: a I;16 image .*8-bit RGB.*GeoTIFF"):
         read_image(tmp_path / "deep.png")
+
+
+def test_multilabel_lists_that_must_not_be_misread(tmp_path):
+    root = _tree(tmp_path, per_class=1)
+    files = [f"{cls}/{next((root / cls).glob('*.jpg')).name}" for cls in ("Forest", "River")]
+    import json
+
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({files[0]: "forest", files[1]: ["water"]}))  # a string, not a list
+    with pytest.raises(DataError, match=r"labels of .* are 'forest'; expected a list of label strings"):
+        multilabel_dataset(root, labels)
+    csv_file = tmp_path / "labels.csv"
+    # quoted list with spaces, a row without the labels cell, an empty label between separators
+    csv_file.write_text(f'file,labels\n{files[0]}\n{files[1]},"water ; forest;;"\n')
+    data = multilabel_dataset(root, csv_file)
+    assert data.classes == ("forest", "water") and data.labels.tolist() == [[0, 0], [1, 1]]
+    csv_file.write_text(f"file,labels\n{files[0]},\n{files[1]},\n")
+    with pytest.raises(DataError, match="gives no image any label"):
+        multilabel_dataset(root, csv_file)
