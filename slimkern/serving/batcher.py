@@ -109,6 +109,7 @@ class DynamicBatcher:
         """Form and run batches of ``key`` until its queue is empty."""
         queue, wakeup = self._queues[key], self._wakeups[key]
         loop = asyncio.get_running_loop()
+        batch: list[Pending] = []
         try:
             while queue:
                 deadline = queue[0].enqueued + self.max_wait
@@ -147,6 +148,11 @@ class DynamicBatcher:
                     if not p.future.done():
                         p.future.set_result(out[start:start + rows])
                     start += rows
+        except Exception as err:  # outside the model call (on_batch, ...): the requests get the error, never hang
+            for p in (*batch, *queue):
+                if not p.future.done():
+                    p.future.set_exception(err)
+            raise
         finally:
             del self._drains[key], self._queues[key], self._wakeups[key]
 
@@ -182,7 +188,10 @@ class DynamicBatcher:
 
     def _run(self, batch: list[Pending]) -> torch.Tensor:
         x = batch[0].x if len(batch) == 1 else torch.cat([p.x for p in batch])
-        return self.run_batch(batch, x)
+        out = self.run_batch(batch, x)
+        if out.shape[0] != x.shape[0]:  # slicing would hand requests other requests' rows, or none
+            raise RuntimeError(f"run_batch returned {out.shape[0]} rows for a batch of {x.shape[0]} images")
+        return out
 
     def shutdown(self) -> None:
         """Stop the worker threads (after the running batches)."""

@@ -61,3 +61,28 @@ def test_cheap_batch_does_not_overtake_one_that_waited_longer_than_it_takes():
 
 def test_first_come_first_served_before_any_batch_is_timed():
     assert order_of_service(gap_s=0.0, warm=False) == ["held", "full", "cheap"]
+
+
+def test_rows_go_back_to_their_requests_and_failures_never_hang():
+    """Merged batches hand each request its own rows; a failing on_batch or a run_batch returning the wrong row
+    count fails the requests of the batch (and those queued behind it) instead of leaving them waiting forever."""
+
+    async def scenario(run_batch, on_batch=None):
+        batcher = DynamicBatcher(run_batch, max_batch=8, max_wait_ms=50, on_batch=on_batch)
+        try:
+            xs = [torch.full((1 + i % 2, 3), float(i)) for i in range(4)]
+            return xs, await asyncio.wait_for(
+                asyncio.gather(*(batcher.submit("k", x) for x in xs), return_exceptions=True), 5)
+        finally:
+            batcher.shutdown()
+
+    xs, outs = asyncio.run(scenario(lambda items, x: x * 2))
+    assert all(torch.equal(out, x * 2) for x, out in zip(xs, outs, strict=True))
+
+    def broken_metrics(size):
+        raise ValueError("metrics backend down")
+
+    _, outs = asyncio.run(scenario(lambda items, x: x, on_batch=broken_metrics))
+    assert all(isinstance(out, ValueError) for out in outs)
+    _, outs = asyncio.run(scenario(lambda items, x: x[:1]))
+    assert all(isinstance(out, RuntimeError) and "returned 1 rows for a batch of 6" in str(out) for out in outs)
