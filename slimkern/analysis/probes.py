@@ -68,6 +68,9 @@ def knn_metric(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, tes
     """k-NN macro accuracy (labels ``[N]``) or macro mAP (labels ``[N, C]``) on L2-normalised features."""
     from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
+    if len(train_x) < k:
+        raise ValueError(f"the k-NN probe (k = {k}) needs at least {k} training images, the train split has "
+                         f"{len(train_x)}; use a data set with more images (or the linear probe)")
     train_x, test_x = l2_normalize(train_x), l2_normalize(test_x)
     if train_y.ndim == 1:
         knn = KNeighborsClassifier(n_neighbors=k, metric="euclidean").fit(train_x, train_y)

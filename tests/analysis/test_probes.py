@@ -74,3 +74,13 @@ def test_split_is_stratified_seeded_and_keeps_a_fixed_split():
     assert np.array_equal(test, split_indices(labels, seed=0)[1])
     mask = np.arange(30) >= 25
     assert split_indices(labels, seed=3, test_mask=mask)[1].tolist() == [25, 26, 27, 28, 29]
+
+
+def test_too_few_images_are_clear_errors():
+    x = np.arange(12.0).reshape(6, 2)
+    with pytest.raises(ValueError, match=r"k-NN probe \(k = 5\) needs at least 5 training images, the train "
+                                         r"split has 4"):
+        knn_metric(x[:4], np.array([0, 0, 1, 1]), x[4:], np.array([0, 1]))
+    # a class of one image cannot be split stratified: the message names the seed and the class
+    with pytest.raises(ValueError, match=r"cannot split 7 images into train and test for seed 0: .*only 1 member"):
+        split_indices(np.array([0, 0, 0, 1, 1, 1, 2]), seed=0)
