@@ -104,11 +104,15 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    # hidden files are skipped: macOS leaves "._<name>.jpg" metadata files (not images) next to copied images
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def class_folder_dataset(root: str | Path, name: str | None = None) -> ImageSet:
     """A class-per-folder tree ``root/<class>/<image>`` (JPEG, PNG or GeoTIFF); classes sorted by name.
+
+    Hidden folders and files (names starting with ``.``: ``.DS_Store``, ``._x.jpg``) are skipped.
 
     Raises:
         DataError: ``root`` missing or without class folders, a class folder without images.

@@ -185,3 +185,17 @@ def test_multilabel_lists_that_must_not_be_misread(tmp_path):
     csv_file.write_text(f"file,labels\n{files[0]},\n{files[1]},\n")
     with pytest.raises(DataError, match="gives no image any label"):
         multilabel_dataset(root, csv_file)
+
+
+def test_hidden_files_and_folders_are_skipped(tmp_path):
+    root = _tree(tmp_path, per_class=2)
+    (root / ".git").mkdir()
+    first = next((root / "River").glob("*.jpg"))
+    first.rename(root / "River" / "forêt #1 (copy).JPG")  # unusual characters, upper-case suffix
+    (root / "River" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "River" / "._forest.jpg").write_bytes(b"\0\5\x16\7 AppleDouble")  # macOS metadata, not a JPEG
+    data = class_folder_dataset(root)
+    assert data.classes == ("Forest", "River") and len(data) == 4
+    assert [Path(p).name.startswith(".") for p in data.items] == [False] * 4
+    assert "forêt #1 (copy).JPG" in {Path(p).name for p in data.items}
+    assert all(data.read(i).shape == (3, 64, 64) for i in range(4))
