@@ -264,7 +264,9 @@ def _prepare(engine: Engine, x: torch.Tensor, params: dict[str, Any]) -> tuple[t
     model = engine.model
     x = x.to(device=model.device)
     if params["normalize"]:
-        x = model.normalize(x.float())  # in float32 at least: bf16 statistics would round the inputs twice
+        # in the model's precision, float32 at least: bf16 statistics would round the inputs twice, and a float64
+        # model must not see its inputs rounded to float32 first
+        x = model.normalize(x.to(torch.promote_types(model.dtype, torch.float32)))
     x = x.to(dtype=model.dtype)
     engine.check_inputs(x, params["output"])
     budget = {name: params[name] for name in BUDGETS if name in params}

@@ -123,6 +123,19 @@ def test_normalize_flag_takes_raw_values(app, model):
     assert torch.equal(from_npy(r.content), model.run(model.normalize(raw), 0.5))
 
 
+def test_normalize_flag_keeps_a_float64_model_in_float64():
+    model = tiny_model(dtype=torch.float64)
+    app = create_app(Engine(model, widths=(1.0, 0.5)))
+    try:
+        raw = torch.rand(1, 3, 224, 224, dtype=torch.float64)
+        r = post(app, npy(raw.numpy()), NPY, params={"width": 0.5, "normalize": "true"})
+    finally:
+        app.state.batcher.shutdown()
+    assert r.status_code == 200, r.text
+    # answers are float32: equal to the float64 run rounded once, not to a run on inputs rounded to float32
+    assert torch.equal(from_npy(r.content), model.run(model.normalize(raw), 0.5).float())
+
+
 def test_concurrent_clients_on_loopback_with_mixed_widths(engine, model):
     """8 clients, 4 requests each, mixed budgets; every response against a direct run of the same input.
 
