@@ -123,3 +123,19 @@ def test_cli_reports_bad_data_and_plots_folders(tmp_path, data, model, capsys):
     assert "several folders need --out" in capsys.readouterr().err
     assert main(["plot", str(tmp_path / "run1"), str(tmp_path / "run2"), "--out", str(tmp_path / "both")]) == 0
     assert (tmp_path / "both" / "knn_vs_compute.svg").is_file()
+
+
+def test_more_seeds_and_probes_are_added_to_a_finished_sweep(tmp_path, data, model, monkeypatch):
+    run_sweep(model, data, tmp_path, widths=WIDTHS, probes=("knn",), seeds=1, plot=False, progress=False)
+    calls, fits = _count_stem_calls(model), []
+    real_metric = sweep_module.probe_metric
+    monkeypatch.setattr(sweep_module, "probe_metric", lambda *a, **k: (fits.append(a[0]), real_metric(*a, **k))[1])
+    more = run_sweep(model, data, tmp_path, widths=WIDTHS, probes=("knn", "linear"), seeds=2, plot=False,
+                     progress=False)
+    # no feature recomputed; only knn seed 1 and linear seeds 0, 1 at the 3 widths are new fits
+    assert calls[0] == 0 and sorted(fits) == ["knn"] * 3 + ["linear"] * 6
+    fresh = run_sweep(model, data, tmp_path / "fresh", widths=WIDTHS, probes=("knn", "linear"), seeds=2,
+                      plot=False, progress=False)
+    assert more["probes"] == fresh["probes"] and more["seeds"] == [0, 1]
+    assert read_scores(tmp_path / "linear_scores_2way_toy.csv") == read_scores(
+        tmp_path / "fresh" / "linear_scores_2way_toy.csv")
