@@ -3,8 +3,8 @@
 An output folder holds one sweep: ``features/`` (cached chunks), ``progress.json`` (what is done), the
 result files of :mod:`slimkern.analysis.results` and the plots. Running the same sweep again on the
 folder resumes it: finished feature chunks, probe scores and redundancy measures are kept; more
-probes or seeds may be added later. A folder that holds a sweep of another model, data set, width
-list or mode is refused.
+probes or seeds may be added later. A folder that holds a sweep of another model, data set (images,
+labels or split), width list or mode is refused.
 """
 
 from __future__ import annotations
@@ -32,10 +32,14 @@ SUMMARY = "summary.json"
 
 def fingerprint(model: SlimModel, weights: str, data: ImageSet, widths: Sequence[float], mode: str,
                 bands: Sequence[int] | None, scale: float | None) -> dict:
-    """What the cached features depend on; a resumed sweep must match it."""
+    """What the cached features and finished scores depend on; a resumed sweep must match it."""
     items = hashlib.sha256("\n".join(data.items).encode()).hexdigest()[:16]
+    # the finished probe scores depend on the labels and split too (an edited multi-label list keeps the items)
+    labels = hashlib.sha256(json.dumps([list(data.classes), np.asarray(data.labels).tolist(),
+                                        None if data.test_mask is None else np.asarray(data.test_mask).tolist()]
+                                       ).encode()).hexdigest()[:16]
     return {"model": model.cfg.name, "weights": weights, "dataset": data.name, "num_images": len(data),
-            "items_sha256": items, "widths": [width_key(w) for w in widths], "mode": mode,
+            "items_sha256": items, "labels_sha256": labels, "widths": [width_key(w) for w in widths], "mode": mode,
             "bands": None if bands is None else list(bands), "scale": scale}
 
 

@@ -139,3 +139,13 @@ def test_more_seeds_and_probes_are_added_to_a_finished_sweep(tmp_path, data, mod
     assert more["probes"] == fresh["probes"] and more["seeds"] == [0, 1]
     assert read_scores(tmp_path / "linear_scores_2way_toy.csv") == read_scores(
         tmp_path / "fresh" / "linear_scores_2way_toy.csv")
+
+
+def test_a_folder_of_the_same_images_with_other_labels_is_refused(tmp_path, data, model):
+    import dataclasses
+
+    run_sweep(model, data, tmp_path, widths=WIDTHS, seeds=1, plot=False, progress=False)
+    # e.g. an edited multi-label list: same image files, other labels -> the finished scores are stale
+    relabelled = dataclasses.replace(data, labels=data.labels[::-1].copy())
+    with pytest.raises(ValueError, match=r"holds a different sweep \(differs in: labels_sha256\)"):
+        run_sweep(model, relabelled, tmp_path, widths=WIDTHS, seeds=1, plot=False, progress=False)
