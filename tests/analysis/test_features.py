@@ -74,3 +74,13 @@ def test_extract_features_computes_the_stem_once_per_batch(tmp_path):
     assert calls[0] == 3
     for width in WIDTHS:
         assert (again[width] == feats[width]).all()
+
+
+def test_run_widths_with_duplicate_widths_and_widths_of_one_plan():
+    model = tiny_model("vit_tiny_eurosat", **EUROSAT_MODEL)
+    x = torch.randn(2, 3, 64, 64)
+    assert model.plan(0.001) == model.plan(0.0025)  # both round to the smallest slice
+    out = model.run_widths(x, [0.5, 0.001, 0.0025, 0.5])
+    assert list(out) == [0.5, 0.001, 0.0025]  # one entry per distinct width, first-seen order
+    for width in out:
+        torch.testing.assert_close(out[width], model.run(x, width), rtol=0, atol=0)
