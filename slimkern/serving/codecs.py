@@ -65,6 +65,11 @@ def _decode_npy(body: bytes) -> torch.Tensor:
         raise PayloadError(f"body is not a .npy array ({err}); write it with numpy.save") from None
     if not isinstance(array, np.ndarray):
         raise PayloadError("body is an .npz archive; send one array written with numpy.save")
+    return array_to_tensor(array)
+
+
+def array_to_tensor(array: np.ndarray) -> torch.Tensor:
+    """A float16/32/64 numpy array of either byte order as a tensor (``PayloadError`` for other dtypes)."""
     if array.dtype.kind != "f" or array.dtype.itemsize not in (2, 4, 8):  # longdouble has no torch dtype
         raise PayloadError(f"x is {array.dtype}; send normalised floating-point values (float32, or float16/float64)")
     # big-endian arrays (numpy.save of '>f4') are valid .npy files, torch only reads native byte order

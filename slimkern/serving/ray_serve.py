@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..plan import PAPER_WIDTHS
+from .codecs import array_to_tensor
 from .engine import Engine
 from .server import EmbedService, choice_meta
 
@@ -66,11 +67,11 @@ class SlimkernReplica:
         """Embeddings of ``x`` (normalised ``[B, C, H, W]``) under ``params``: one of ``width``, ``flops``,
         ``latency_ms``, and ``mode``, ``output``, ``normalize``. Bad input raises the model's ``ValueError`` /
         ``TypeError`` (Ray re-raises it at the caller)."""
-        if not isinstance(x, np.ndarray) or not np.issubdtype(x.dtype, np.floating):
-            raise TypeError(f"x must be a floating-point numpy array [B, C, H, W], got {type(x).__name__} "
-                            f"{getattr(x, 'dtype', '')}")
-        x = x if x.flags.writeable and x.flags.c_contiguous else x.copy()  # Ray hands over read-only arrays
-        out, choice = await self.service.embed_tensor(torch.from_numpy(x), params)
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"x must be a floating-point numpy array [B, C, H, W], got {type(x).__name__}")
+        x = x if x.flags.writeable else x.copy()  # Ray hands over read-only arrays
+        # float16/32/64 of either byte order, as /v1/embed's npy bodies (a big-endian array failed in from_numpy)
+        out, choice = await self.service.embed_tensor(array_to_tensor(x), params)
         return {"embeddings": out.float().cpu().numpy(), "replica": os.getpid(), **choice_meta(choice)}
 
     async def __call__(self, request: Request) -> Response:

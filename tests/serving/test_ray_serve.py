@@ -56,6 +56,9 @@ def test_two_replicas_serve_mixed_budgets(handle):
         assert rel_error(torch.from_numpy(np.array(result["embeddings"])), model.run(inputs[i], result["width"])) < 1e-5
         assert result["relative_flops"] == pytest.approx(model.relative_flops(result["width"]))
     assert len(replicas) == 2, "both replicas should have answered"
+    big_endian = inputs[0].numpy().astype(">f4")  # a valid float array in the other byte order
+    result = handle.embed.remote(big_endian, width=0.5).result(timeout_s=120)
+    assert rel_error(torch.from_numpy(np.array(result["embeddings"])), model.run(inputs[0], 0.5)) < 1e-5
     assert os.getpid() not in replicas
 
     # HTTP through Ray's proxy: same body and answers as /v1/embed, 4xx for bad input
@@ -74,3 +77,5 @@ def test_bad_input_through_a_handle_raises_the_model_error(handle):
     handle, _ = handle
     with pytest.raises(Exception, match="bands"):
         handle.embed.remote(np.zeros((1, 5, 224, 224), np.float32), width=0.5).result(timeout_s=60)
+    with pytest.raises(Exception, match="x is int64; send normalised floating-point values"):
+        handle.embed.remote(np.zeros((1, 3, 224, 224), np.int64), width=0.5).result(timeout_s=60)
