@@ -155,7 +155,7 @@ def multilabel_dataset(root: str | Path, labels_file: str | Path, name: str | No
                             'label strings, e.g. {"a.tif": ["forest", "water"]}')
         rows = [(str(k), [x.strip() for x in v if x.strip()]) for k, v in table.items()]
     else:
-        with labels_file.open(newline="") as fh:
+        with labels_file.open(newline="", encoding="utf-8-sig") as fh:  # -sig: Excel's CSVs start with a BOM
             reader = csv.DictReader(fh)
             if reader.fieldnames is None or not {"file", "labels"} <= set(reader.fieldnames):
                 raise DataError(f"{labels_file}: expected CSV columns 'file' and 'labels', got {reader.fieldnames}")

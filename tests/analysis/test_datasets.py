@@ -182,6 +182,8 @@ def test_multilabel_lists_that_must_not_be_misread(tmp_path):
     csv_file.write_text(f'file,labels\n{files[0]}\n{files[1]},"water ; forest;;"\n')
     data = multilabel_dataset(root, csv_file)
     assert data.classes == ("forest", "water") and data.labels.tolist() == [[0, 0], [1, 1]]
+    csv_file.write_text(f"\ufefffile,labels\n{files[0]},forest\n", encoding="utf-8")  # Excel's byte-order mark
+    assert multilabel_dataset(root, csv_file).classes == ("forest",)
     csv_file.write_text(f"file,labels\n{files[0]},\n{files[1]},\n")
     with pytest.raises(DataError, match="gives no image any label"):
         multilabel_dataset(root, csv_file)
