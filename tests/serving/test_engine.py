@@ -118,14 +118,19 @@ def test_profile_measures_saves_and_loads(model, tmp_path):
     assert other.choose(1, latency_ms=1e6).width == 1.0
 
 
-def test_stale_profile_is_refused_or_refreshed(model, tmp_path):
-    engine = Engine(model, widths=(1.0, 0.1))
+def saved_profile_with(engine: Engine, path, field: str, value: str):
+    """Profile ``engine``, save it to ``path`` and change one fingerprint field in the file."""
     engine.profile(batch_sizes=(1,), repeats=1)
-    path = tmp_path / "profile.json"
     engine.save_profile(path)
     data = json.loads(path.read_text())
-    data["fingerprint"]["device"] = "some other GPU"
+    data["fingerprint"][field] = value
     path.write_text(json.dumps(data))
+    return path
+
+
+def test_stale_profile_is_refused_or_refreshed(model, tmp_path):
+    engine = Engine(model, widths=(1.0, 0.1))
+    path = saved_profile_with(engine, tmp_path / "profile.json", "device", "some other GPU")
     with pytest.raises(ValueError, match="device: profile 'some other GPU'"):
         engine.load_profile(path, refresh=False)
     with pytest.warns(UserWarning, match="stale"):
@@ -137,12 +142,7 @@ def test_stale_profile_is_refused_or_refreshed(model, tmp_path):
 def test_profile_measured_with_cuda_graphs_is_stale_for_an_eager_engine(model, tmp_path):
     """Graph replay and eager runs differ in latency as much as two devices do: the fingerprint must tell."""
     engine = Engine(model, widths=(1.0, 0.1))
-    engine.profile(batch_sizes=(1,), repeats=1)
-    path = tmp_path / "profile.json"
-    engine.save_profile(path)
-    data = json.loads(path.read_text())
-    data["fingerprint"]["graphs"] = "buckets 1,2,4"
-    path.write_text(json.dumps(data))
+    path = saved_profile_with(engine, tmp_path / "profile.json", "graphs", "buckets 1,2,4")
     with pytest.raises(ValueError, match="graphs: profile 'buckets 1,2,4', now 'eager'"):
         engine.load_profile(path, refresh=False)
 
