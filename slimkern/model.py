@@ -17,6 +17,7 @@ from torch import nn
 from .backends import Backend, select_backend
 from .blocks import Block, BlockSpec, norm_params
 from .flops import stack_flops
+from .input_check import check_input
 from .plan import SlimPlan, check_mode, check_width, make_plan
 from .registry import ModelCfg
 from .spec import InputSpec
@@ -50,8 +51,9 @@ class ValidationReport:
 class SlimModel(nn.Module):
     """A slimmable encoder. Build it with :func:`slimkern.load`.
 
-    >>> model = slimkern.load("satmae")                       # doctest: +SKIP
-    >>> emb = model.run(model.normalize(images), width=0.1)   # [B, 1024], ~11 % of the FLOPs
+    >>> model = slimkern.load("satmae")                                           # doctest: +SKIP
+    >>> p = model.prepare(pixels, bands=["R", "G", "B"], units="DN")             # doctest: +SKIP
+    >>> emb = model.run(p.x, width=0.1, **p.inputs)   # [B, 1024], ~11 % of the FLOPs
     """
 
     #: Tokens before the patch tokens (class token, registers).
@@ -74,6 +76,8 @@ class SlimModel(nn.Module):
         self.norm = norm_params(dim) if final_norm else None
         self._block_dims = tuple((s.num_heads, s.head_dim, s.mlp_hidden) for s in block_specs)
         self.backend_name = "auto"
+        self.checkpoint_sha256: str | None = None  # set by slimkern.load from the weights file
+        self.checkpoint_name = "random weights"
 
     # -- what a family provides -------------------------------------------------------------------
     def embed(self, x: torch.Tensor, **inputs) -> torch.Tensor:
@@ -169,20 +173,23 @@ class SlimModel(nn.Module):
         return make_plan(width, mode, self._block_dims)
 
     def run(self, x: torch.Tensor, width: float = 1.0, *, mode: str = "attn+ffn", output: str = "pooled",
-            **inputs) -> torch.Tensor:
+            check: str = "error", **inputs) -> torch.Tensor:
         """Embed normalised images ``x`` ``[B, C, H, W]`` with every block slimmed to ``width``.
 
         Args:
-            x: normalised input (see :meth:`normalize`), on the model's device, in its dtype.
+            x: normalised input (see :meth:`prepare`), on the model's device, in its dtype.
             width: slimming factor ``s`` in (0, 1]; 1.0 is the unslimmed model.
             mode: ``"attn+ffn"`` (both), ``"attn"`` (attention only) or ``"ffn"`` (FFN only).
             output: ``"pooled"`` -> ``[B, d]`` (the model's classification embedding) or
                 ``"tokens"`` -> ``[B, N, d]`` (final-normed sequence, prefix tokens included).
+            check: ``"error"`` (default): raw-looking input (DN, 8-bit pixels, a constant band, wavelengths in
+                other units) raises ``ValueError``; ``"warn"``: warns; ``"off"``: no such check
+                (:mod:`slimkern.input_check`).
             **inputs: model-specific inputs (none for plain ViTs).
         """
         check_width(width)
         check_mode(mode)
-        self._check_call(x, output, inputs)
+        self._check_call(x, output, inputs, check)
         backend = self.backend
         with torch.no_grad():
             return self.encode(x, width, mode, output, backend, **inputs)
@@ -190,13 +197,13 @@ class SlimModel(nn.Module):
     forward = run
 
     def reference(self, x: torch.Tensor, width: float = 1.0, *, mode: str = "attn+ffn", output: str = "pooled",
-                  dtype: torch.dtype = torch.float64, **inputs) -> torch.Tensor:
+                  dtype: torch.dtype = torch.float64, check: str = "error", **inputs) -> torch.Tensor:
         """The plain PyTorch reference path (materialised slices, explicit attention), in ``dtype``."""
         from .reference import REFERENCE
 
         check_width(width)
         check_mode(mode)
-        self._check_call(x, output, inputs)
+        self._check_call(x, output, inputs, check)
         with torch.no_grad():
             return self.encode(x.to(dtype), width, mode, output, REFERENCE, **inputs)
 
@@ -219,7 +226,7 @@ class SlimModel(nn.Module):
         return self.pool(tokens) if output == "pooled" else tokens
 
     def run_widths(self, x: torch.Tensor, widths, *, mode: str = "attn+ffn", output: str = "pooled",
-                   **inputs) -> dict[float, torch.Tensor]:
+                   check: str = "error", **inputs) -> dict[float, torch.Tensor]:
         """:meth:`run` at every width of ``widths``, with the unslimmed stem computed once.
 
         The stem (patch embedding, positions, class token) is the same at every width, so a width sweep
@@ -229,9 +236,9 @@ class SlimModel(nn.Module):
         """
         widths = [check_width(w) for w in widths]
         check_mode(mode)
-        self._check_call(x, output, inputs)
+        self._check_call(x, output, inputs, check)
         if type(self).encode is not SlimModel.encode:
-            return {w: self.run(x, w, mode=mode, output=output, **inputs) for w in widths}
+            return {w: self.run(x, w, mode=mode, output=output, check="off", **inputs) for w in widths}
         backend = self.backend
         with torch.no_grad():
             stem = self.embed(x, **inputs)
@@ -239,10 +246,10 @@ class SlimModel(nn.Module):
             return {w: self._encode_stem(stem, self.plan(w, mode), bias, output, backend) for w in widths}
 
     def validate(self, x: torch.Tensor, width: float = 1.0, *, mode: str = "attn+ffn", output: str = "pooled",
-                 **inputs) -> ValidationReport:
+                 check: str = "error", **inputs) -> ValidationReport:
         """Run the fast path and the float64 reference on ``x`` and report their difference."""
-        fast = self.run(x, width, mode=mode, output=output, **inputs).double()
-        ref = self.reference(x, width, mode=mode, output=output, **inputs)
+        fast = self.run(x, width, mode=mode, output=output, check=check, **inputs).double()
+        ref = self.reference(x, width, mode=mode, output=output, check="off", **inputs)
         diff = fast - ref
         backend = self.backend
         return ValidationReport(
@@ -268,10 +275,28 @@ class SlimModel(nn.Module):
         """``flops(width) / flops(1.0)``: the paper's relative compute."""
         return self.flops(width, mode=mode, image_size=image_size) / self.flops(1.0, mode=mode, image_size=image_size)
 
+    def prepare(self, raw, *, bands, units: str | None = None, gsd: float | None = None, size=None,
+                add_offset: float = 0.0, stats=None):
+        """Raw sensor values with named bands -> the input this checkpoint expects (see :mod:`slimkern.prepare`).
+
+        Returns a :class:`~slimkern.prepare.Prepared`: ``run(p.x, width, **p.inputs)``.
+        """
+        from .prepare import prepare
+
+        return prepare(self, raw, bands=bands, units=units, gsd=gsd, size=size, add_offset=add_offset, stats=stats)
+
+    def provenance(self, *, width: float | None = None, mode: str | None = None, prepared=None) -> dict:
+        """Run metadata for an embedding: model, checkpoint hash, width, mode, input contract used, dtype, device,
+        backend and library versions (see :mod:`slimkern.provenance`)."""
+        from .provenance import provenance
+
+        return provenance(self, width=width, mode=mode, prepared=prepared)
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """``(x - mean) / std`` per band, with the spec's statistics (identity where they come from the data).
 
-        ``x`` must be in model units (the spec's ``(DN + offset) * scale``, e.g. 8-bit RGB divided by 255).
+        ``x`` must be in model units (the spec's ``(DN + offset) * scale``, e.g. 8-bit RGB divided by 255); raw
+        data goes through :meth:`prepare` instead.
         """
         self._check_tensor(x, check_dtype=False)
         if not x.is_floating_point():
@@ -312,7 +337,7 @@ class SlimModel(nn.Module):
         if x.device != self.device:
             raise ValueError(f"{name}: x is on {x.device} but the model is on {self.device}; use x.to('{self.device}')")
 
-    def _check_call(self, x: torch.Tensor, output: str, inputs: dict) -> None:
+    def _check_call(self, x: torch.Tensor, output: str, inputs: dict, check: str = "error") -> None:
         if output not in OUTPUTS:
             raise ValueError(f"unknown output {output!r}; expected one of {', '.join(map(repr, OUTPUTS))}")
         unknown = sorted(set(inputs) - set(self.extra_inputs))
@@ -324,6 +349,12 @@ class SlimModel(nn.Module):
         if not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).sum())
             raise ValueError(f"{self.cfg.name}: x contains {bad} NaN or Inf values; clean or mask the input first")
+        self._check_statistics(x, inputs, check)
+
+    def _check_statistics(self, x: torch.Tensor, inputs: dict, check: str) -> None:
+        """Raw DN, 8-bit pixels, a constant band or wavelengths in other units (:mod:`slimkern.input_check`)."""
+        check_input(self.cfg.name, x, self.input_band_names(x), self.input_wavelengths_um(inputs), check=check,
+                    sar_by_name=self.spec.sar_by_name)
 
     def extra_repr(self) -> str:
         spec = self.blocks[0].spec

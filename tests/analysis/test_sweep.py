@@ -60,6 +60,11 @@ def test_result_files_in_the_papers_layout(tmp_path, data, model):
         assert knn[width]["relative_flops"] == pytest.approx(model.relative_flops(width))
     assert [r["width"] for r in summary["redundancy"]] == [0.01, 0.5, 1.0]
     assert summary["metric"] == "macro_accuracy" and summary["num_images"] == 12
+    provenance = on_disk["provenance"]  # how the features were made, also next to them
+    next_to_features = json.loads((tmp_path / "features" / "provenance.json").read_text())
+    assert next_to_features.pop("widths") == [0.01, 0.5, 1.0] and next_to_features == provenance
+    assert provenance["input"]["band_names"] == ["R", "G", "B"] and provenance["input"]["units"] == "DN"
+    assert provenance["checkpoint"]["name"] == "random weights" and provenance["versions"]["torch"]
     for stem in ("knn_vs_compute", "linear_vs_compute", "redundancy_vs_compute"):
         for suffix in (".png", ".svg"):
             assert (tmp_path / f"{stem}{suffix}").stat().st_size > 1000
