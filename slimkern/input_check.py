@@ -72,31 +72,32 @@ def check_spectral_list(name: str, values, bands: int, what: str) -> tuple[float
 
 
 def _sample(x: torch.Tensor) -> np.ndarray:
-    """``[C, n]`` float32 on the host: a strided sample of every band (first frame of a time series). The
-    statistics run in numpy: on a few thousand values torch's threaded kernels cost more than the work."""
+    """``[C, n]`` on the host: a strided sample of every band (first frame of a time series). The statistics run in
+    numpy: on a few hundred values per band, torch's threaded kernels cost more than the work."""
     if x.dim() == 5:
         x = x[:, :, 0]
     height, width = x.shape[-2:]
     step_h, step_w = -(-height // _SAMPLE_SIDE), -(-width // _SAMPLE_SIDE)  # ceil: at most SIDE x SIDE
-    sample = x[:_SAMPLE_IMAGES, :, ::step_h, ::step_w].detach().to("cpu", torch.float32).numpy()
-    return sample.transpose(1, 0, 2, 3).reshape(x.shape[1], -1)
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        view = x.detach().numpy()[:_SAMPLE_IMAGES, :, ::step_h, ::step_w]  # no copy before the one below
+    else:
+        view = x[:_SAMPLE_IMAGES, :, ::step_h, ::step_w].detach().to("cpu", torch.float32).numpy()
+    return view.transpose(1, 0, 2, 3).reshape(x.shape[1], -1)  # may be a view of x: never modify it
 
 
 def input_problems(x: torch.Tensor, bands: Sequence[str], wavelengths_um: Sequence[float] = (), *,
                    sar_by_name: bool = False) -> list[str]:
     """What looks wrong about the normalised batch ``x`` ``[B, C, (T,) H, W]`` (bands named ``bands``)."""
     problems = []
-    sample = _sample(x)
-    sample.sort(axis=1)  # one sort per band gives its minimum, maximum and (upper) median
+    sample = np.sort(_sample(x), axis=1)  # a copy (the sample may be a view of x); per band: min, max, median
     lows, highs, medians = sample[:, 0], sample[:, -1], sample[:, sample.shape[1] // 2]
     low, high = float(lows.min()), float(highs.max())
     if low >= 0 and 1 < high <= 255 and np.array_equal(sample, np.round(sample)):
         problems.append(f"every value is an integer in 0..{high:g}: 8-bit pixel values, not normalised input")
-    else:
+    elif np.abs(medians).max() > DN_MEDIAN:
         raw = [f"{band} {m:g}" for band, m in zip(bands, medians.tolist(), strict=True) if abs(m) > DN_MEDIAN]
-        if raw:
-            problems.append(f"band medians {', '.join(raw)} are beyond +-{DN_MEDIAN:g}: raw digital numbers "
-                            "(e.g. reflectance x 10000), not normalised input")
+        problems.append(f"band medians {', '.join(raw)} are beyond +-{DN_MEDIAN:g}: raw digital numbers "
+                        "(e.g. reflectance x 10000), not normalised input")
     for c in np.flatnonzero(lows == highs).tolist():
         full_low, full_high = x[:, c].aminmax()
         if full_low == full_high:

@@ -113,3 +113,10 @@ def test_check_reads_a_fixed_size_sample_whatever_the_image():
     for shape in [(16, 13, 512, 512), (3, 6, 4, 100, 300), (1, 2, 8, 8)]:
         sample = _sample(torch.randn(*shape))
         assert sample.shape[0] == shape[1] and sample.shape[1] <= 2 * 16 * 16
+
+
+def test_the_check_never_modifies_the_input():
+    x = torch.randn(1, 3, 8, 8)
+    before = x.clone()
+    input_problems(x, ["R", "G", "B"])
+    assert torch.equal(x, before)
