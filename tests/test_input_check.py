@@ -120,3 +120,28 @@ def test_the_check_never_modifies_the_input():
     before = x.clone()
     input_problems(x, ["R", "G", "B"])
     assert torch.equal(x, before)
+
+
+# one model per family: raw values fed straight to run() never pass silently
+FAMILY_RAW = {
+    "satmae": "8-bit", "scalemae_vitl": "8-bit", "mae_vitb16": "8-bit", "dinov2_vitb14": "8-bit",
+    "vit_tiny_eurosat": "8-bit", "satmae_vitl_ms": "DN", "croma_base": "DN", "dofa_base": "DN",
+    "copernicus_fm_base": "DN", "prithvi_eo_v2_300_tl": "DN", "ssl4eo_vits16_moco": "DN", "softcon_vits14_s2": "DN",
+    "terramind_base": "DN", "panopticon_vitb14": "DN",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_RAW))
+def test_raw_values_fed_to_run_raise_for_every_family(name):
+    overrides = {"satmae_vitl_ms": {"channel_embed": 32}, "panopticon_vitb14": {"attn_dim": 48, "channel_heads": 4},
+                 "croma_base": {"depth": 2}}.get(name, {})
+    model = model_of(name, **overrides)
+    spec, p = model.spec, model.cfg.arch.patch_size
+    bands = spec.accepted_band_sets[1] if name == "croma_base" else spec.bands  # CROMA: the optical encoder
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (1, len(bands), 2 * p, 2 * p)) if FAMILY_RAW[name] == "8-bit" else \
+        rng.integers(200, 4000, (1, len(bands), 2 * p, 2 * p))
+    inputs = model.spectral_inputs(bands) if spec.any_bands else {}
+    match = "8-bit pixel values" if FAMILY_RAW[name] == "8-bit" else "raw digital numbers"
+    with pytest.raises(ValueError, match=match):
+        model.run(torch.from_numpy(raw).float(), 0.5, **inputs)

@@ -184,8 +184,11 @@ def test_copernicus_fm_fills_spectra_for_any_band_subset():
 def test_panopticon_takes_sar_by_name():
     model = model_of("panopticon_vitb14", attn_dim=48, channel_heads=4)
     raw = np.concatenate([raw_dn(["B04", "B08"]), -15 + np.random.default_rng(2).normal(size=(2, 1, SIZE, SIZE))], 1)
-    p = model.prepare(raw[..., :28, :28], bands=["B4", "B8", "VV"])
-    assert p.inputs == {"wavelengths": (0.665, 0.842, "VV")} and p.bands == ("B04", "B08", "VV")
+    raw = raw[..., :28, :28]
+    stats = ([900.0, 2500.0, -14.0], [500.0, 900.0, 4.0])
+    p = model.prepare(raw[:, ::-1], bands=["VV", "B8", "B4"], stats=tuple(s[::-1] for s in stats))
+    assert p.inputs == {"wavelengths": ("VV", 0.842, 0.665)} and p.bands == ("VV", "B08", "B04")
+    assert_close(p, standardised(raw, *stats)[:, ::-1])
     model.run(p.x, 0.5, **p.inputs)
 
 
@@ -248,3 +251,23 @@ def test_integer_and_big_endian_arrays():
     want = model.prepare(raw, bands=B.S2_BANDS).x
     torch.testing.assert_close(model.prepare(raw.astype(np.uint16), bands=B.S2_BANDS).x, want)
     torch.testing.assert_close(model.prepare(raw.astype(">f4"), bands=B.S2_BANDS).x, want)
+
+
+FIXED = ["satmae", "satmae_vitl_ms", "scalemae_vitl", "ssl4eo_vits16_moco", "softcon_vits14_s2", "softcon_vits14_s1",
+         "terramind_base", "mae_vitb16", "dinov2_vitb14", "vit_tiny_eurosat", "prithvi_eo_v1_100", "croma_base"]
+
+
+@pytest.mark.parametrize("name", FIXED)
+def test_a_missing_band_raises_with_the_list_for_every_family(name):
+    model = model_of(name, **{"satmae_vitl_ms": {"channel_embed": 32}, "croma_base": {"depth": 2}}.get(name, {}))
+    bands = list(model.spec.accepted_band_sets[-1])[1:]  # the smallest accepted set without its first band
+    with pytest.raises(ValueError, match=rf"missing {model.spec.accepted_band_sets[-1][0]}\b.*Given: "
+                                         rf"{', '.join(bands)}"):
+        model.prepare(np.ones((1, len(bands), 16, 16)), bands=bands)
+
+
+@pytest.mark.parametrize("name", ["dofa_base", "copernicus_fm_base", "panopticon_vitb14"])
+def test_wavelength_models_refuse_bands_they_cannot_place(name):
+    model = model_of(name, **({"attn_dim": 48, "channel_heads": 4} if name.startswith("panopticon") else {}))
+    with pytest.raises(ValueError, match="none of the bands NDVI, cloud_mask is known to this model; it takes B01"):
+        model.prepare(np.ones((1, 2, 16, 16)), bands=["NDVI", "cloud_mask"])
