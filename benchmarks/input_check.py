@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import warnings
 
 import torch
@@ -46,6 +47,8 @@ def measure(name: str, overrides: dict, batch: int, repeats: int) -> dict:
 def markdown(result: dict) -> str:
     lines = [f"# run() input check vs a width-0.1 forward, {result['machine']}, {result['threads']} threads, "
              f"torch {result['torch']}, {result['date']}", "",
+             f"Load average (1 min) at start / end: {result['load'][0]:.1f} / {result['load'][1]:.1f} "
+             "(a shared machine).", "",
              "| model | input | check ms | width-0.1 forward ms | forward with check ms | check / forward |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
@@ -66,9 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--markdown", default=None)
     args = parser.parse_args(argv)
     chosen = args.models.split(",")
+    load = os.getloadavg()[0]
     rows = [measure(name, dict(MODELS).get(name, {}), args.batch, args.repeats) for name in chosen]
     result = {"machine": machine("cpu"), "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "date": datetime.date.today().isoformat(), "batch": args.batch, "rows": rows}
+              "date": datetime.date.today().isoformat(), "batch": args.batch, "load": [load, os.getloadavg()[0]],
+              "rows": rows}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
