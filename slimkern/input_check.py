@@ -5,7 +5,8 @@ batch that is not is almost surely raw data fed by mistake. The check refuses (`
 warns (``"warn"``) or is skipped (``"off"``) when:
 
 - a band's median is beyond +-50: raw digital numbers (Sentinel-2 / HLS reflectance x 10000) where normalised
-  input is expected;
+  input is expected; for models on SAR decibels, beyond +-8: raw backscatter in dB (about -5 to -30) where
+  standardised values are expected;
 - every value is an integer in 0..255 with some above 1: 8-bit pixels that were never scaled;
 - a band is constant over the whole batch: a missing band filled with a constant;
 - a wavelength lies outside 0.3-30 micrometres: nanometres, or a radar frequency in GHz, given as micrometres.
@@ -27,6 +28,8 @@ import torch
 CHECK_MODES = ("error", "warn", "off")
 #: Largest plausible |median| of a normalised band (Sentinel-2 DN medians are in the hundreds to thousands).
 DN_MEDIAN = 50.0
+#: The same for models whose raw unit is dB: standardised backscatter is within a few std of 0.
+DB_MEDIAN = 8.0
 #: Plausible centre wavelengths of optical/thermal bands, micrometres.
 OPTICAL_UM = (0.3, 30.0)
 #: Sentinel-1's C-band frequency in GHz, which examples pass as a "wavelength" (torchgeo#3931).
@@ -86,7 +89,7 @@ def _sample(x: torch.Tensor) -> np.ndarray:
 
 
 def input_problems(x: torch.Tensor, bands: Sequence[str], wavelengths_um: Sequence[float] = (), *,
-                   sar_by_name: bool = False) -> list[str]:
+                   unit: str = "DN", sar_by_name: bool = False) -> list[str]:
     """What looks wrong about the normalised batch ``x`` ``[B, C, (T,) H, W]`` (bands named ``bands``)."""
     problems = []
     sample = np.sort(_sample(x), axis=1)  # a copy (the sample may be a view of x); per band: min, max, median
@@ -94,10 +97,10 @@ def input_problems(x: torch.Tensor, bands: Sequence[str], wavelengths_um: Sequen
     low, high = float(lows.min()), float(highs.max())
     if low >= 0 and 1 < high <= 255 and np.array_equal(sample, np.round(sample)):
         problems.append(f"every value is an integer in 0..{high:g}: 8-bit pixel values, not normalised input")
-    elif np.abs(medians).max() > DN_MEDIAN:
-        raw = [f"{band} {m:g}" for band, m in zip(bands, medians.tolist(), strict=True) if abs(m) > DN_MEDIAN]
-        problems.append(f"band medians {', '.join(raw)} are beyond +-{DN_MEDIAN:g}: raw digital numbers "
-                        "(e.g. reflectance x 10000), not normalised input")
+    elif np.abs(medians).max() > (bound := DB_MEDIAN if unit == "dB" else DN_MEDIAN):
+        raw = [f"{band} {m:g}" for band, m in zip(bands, medians.tolist(), strict=True) if abs(m) > bound]
+        what = "raw backscatter in dB" if unit == "dB" else "raw digital numbers (e.g. reflectance x 10000)"
+        problems.append(f"band medians {', '.join(raw)} are beyond +-{bound:g}: {what}, not normalised input")
     for c in np.flatnonzero(lows == highs).tolist():
         full_low, full_high = x[:, c].aminmax()
         if full_low == full_high:
@@ -119,11 +122,11 @@ def input_problems(x: torch.Tensor, bands: Sequence[str], wavelengths_um: Sequen
 
 
 def check_input(name: str, x: torch.Tensor, bands: Sequence[str], wavelengths_um: Sequence[float] = (), *,
-                check: str = "error", sar_by_name: bool = False) -> None:
+                check: str = "error", unit: str = "DN", sar_by_name: bool = False) -> None:
     """Raise ``ValueError`` (``check="error"``) or warn (``"warn"``) with every problem of :func:`input_problems`."""
     if check_mode(check) == "off":
         return
-    problems = input_problems(x, bands, wavelengths_um, sar_by_name=sar_by_name)
+    problems = input_problems(x, bands, wavelengths_um, unit=unit, sar_by_name=sar_by_name)
     if not problems:
         return
     message = (f"{name}: the input does not look like what this model takes: {'; '.join(problems)}. Turn raw data "

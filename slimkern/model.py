@@ -354,7 +354,7 @@ class SlimModel(nn.Module):
     def _check_statistics(self, x: torch.Tensor, inputs: dict, check: str) -> None:
         """Raw DN, 8-bit pixels, a constant band or wavelengths in other units (:mod:`slimkern.input_check`)."""
         check_input(self.cfg.name, x, self.input_band_names(x), self.input_wavelengths_um(inputs), check=check,
-                    sar_by_name=self.spec.sar_by_name)
+                    unit=self.spec.unit, sar_by_name=self.spec.sar_by_name)
 
     def extra_repr(self) -> str:
         spec = self.blocks[0].spec

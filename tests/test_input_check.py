@@ -25,7 +25,7 @@ def test_random_normal_input_is_plausible_for_every_model(name):
     spec = get_cfg(name).spec
     frames = (spec.frames,) if spec.frames > 1 else ()
     x = torch.randn(3, len(spec.bands), *frames, 40, 40)
-    assert input_problems(x, spec.bands, [w for w in spec.wavelengths_um if w is not None]) == []
+    assert input_problems(x, spec.bands, [w for w in spec.wavelengths_um if w is not None], unit=spec.unit) == []
 
 
 def test_raw_dn_where_reflectance_is_expected_raises():
@@ -39,6 +39,14 @@ def test_raw_dn_where_reflectance_is_expected_raises():
     with pytest.raises(ValueError, match="raw digital numbers"):
         model.run(p.x, 0.5)
     model.run(model.prepare(dn, bands=B.S2_BANDS, units="DN").x, 0.5)
+
+
+def test_raw_decibels_where_standardised_backscatter_is_expected_raise():
+    model = model_of("softcon_vits14_s1")
+    db = torch.tensor([-12.0, -19.0]).view(1, 2, 1, 1) + torch.randn(2, 2, 28, 28)
+    with pytest.raises(ValueError, match=r"band medians VV -1\d.*, VH -1\d.* are beyond \+-8: raw backscatter in dB"):
+        model.run(db, 0.5)
+    model.run(model.prepare(db, bands=["VV", "VH"], units="dB").x, 0.5)
 
 
 def test_eight_bit_pixels_where_normalised_rgb_is_expected_raise():
