@@ -1,13 +1,23 @@
-"""Shared by the kernel tests: device, per-dtype tolerances and a verbose float64 comparison."""
+"""Shared by the kernel tests: device, the tolerances of each backend's ops and a verbose float64 comparison."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 import torch
 
+from slimkern.backends.registry import _BACKENDS
+from slimkern.backends.triton import TritonBackend
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
-DTYPES = pytest.mark.parametrize("dtype", list(TOL), ids=["fp32", "bf16", "fp16"])
+DTYPES = pytest.mark.parametrize("dtype", list(TritonBackend.op_tolerances), ids=["fp32", "bf16", "fp16"])
+
+
+def op_tolerance(op: Callable, dtype: torch.dtype) -> float:
+    """The tolerance the op's own backend (the package it comes from) promises for ``dtype``."""
+    backend = op.__module__.split(".")[2]  # slimkern.backends.<name>....
+    return _BACKENDS[backend].op_tolerances[dtype]
 
 
 def assert_close(out: torch.Tensor, ref: torch.Tensor, tol: float) -> None:

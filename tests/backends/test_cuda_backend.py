@@ -18,8 +18,11 @@ import torch
 
 from slimkern.backends import cuda as ops
 from slimkern.backends import list_backends, select_backend
+from slimkern.backends.cuda import backend as cuda_backend
 from slimkern.backends.cuda import build
-from slimkern.backends.cuda_backend import CudaBackend
+from slimkern.backends.cuda import self_test as cuda_self_test
+from slimkern.backends.cuda.backend import CudaBackend
+from slimkern.backends.registry import _BACKENDS
 from slimkern.blocks import Block, BlockSpec
 from slimkern.plan import make_plan
 from slimkern.reference import REFERENCE
@@ -106,8 +109,6 @@ def test_build_command_prints_the_verdict_and_the_compiler_output(monkeypatch, t
 
 
 def test_failed_self_test_makes_auto_fall_through(pretend_gpu, monkeypatch):
-    from slimkern.backends import _BACKENDS, cuda_backend
-
     monkeypatch.setattr(build, "unavailable_reason", lambda: None)
     monkeypatch.setattr(build, "extension", lambda: None)
     monkeypatch.setattr(cuda_backend, "self_test", lambda device: "self-test of attention failed: relative error 1")
@@ -119,8 +120,6 @@ def test_failed_self_test_makes_auto_fall_through(pretend_gpu, monkeypatch):
 
 
 def test_auto_picks_cuda_for_half_precision_only(pretend_gpu, monkeypatch):
-    from slimkern.backends import _BACKENDS, cuda_backend
-
     monkeypatch.setattr(build, "unavailable_reason", lambda: None)
     monkeypatch.setattr(build, "extension", lambda: None)
     monkeypatch.setattr(cuda_backend, "self_test", lambda device: None)
@@ -317,13 +316,12 @@ def test_self_test_expectations_match_the_binding_contract(monkeypatch):
     and a wrong kernel result is caught and named."""
     import contextlib
 
-    from slimkern.backends import cuda_backend
     from slimkern.backends.cuda import ops as cuda_ops
 
     monkeypatch.setattr(build, "extension", lambda: ContractModel)
     monkeypatch.setattr(cuda_ops, "_check_cuda", lambda op, device: None)
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
-    assert cuda_backend.self_test(torch.device("cpu")) is None
+    assert cuda_self_test.self_test(torch.device("cpu")) is None
 
     class WrongAttention(ContractModel):
         @staticmethod
@@ -331,7 +329,7 @@ def test_self_test_expectations_match_the_binding_contract(monkeypatch):
             ContractModel.attention(q, k, v, None, out, scale, bnjh)  # drops the bias
 
     monkeypatch.setattr(build, "extension", lambda: WrongAttention)
-    assert cuda_backend.self_test(torch.device("cpu")).startswith(
+    assert cuda_self_test.self_test(torch.device("cpu")).startswith(
         "self-test of attention (d'=6, bias, cross), bfloat16 failed: relative error")
 
 

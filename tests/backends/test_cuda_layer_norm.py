@@ -6,9 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from slimkern.backends.cuda import layer_norm
-from tests.backends.kernel_checks import TOL, assert_close
+from slimkern.backends.cuda import CudaBackend, layer_norm
+from tests.backends.kernel_checks import assert_close
 from tests.backends.op_references import check_layer_norm
+
+TOL = CudaBackend.op_tolerances  # the backend's own contract for its ops
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DTYPES = pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])

@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from slimkern.backends.cuda import sliced_linear
-from tests.backends.kernel_checks import TOL, assert_close
+from slimkern.backends.cuda import CudaBackend, sliced_linear
+from tests.backends.kernel_checks import assert_close
 from tests.backends.op_references import (
     check_qkv_layout,
     check_sliced_linear,
@@ -19,6 +19,8 @@ from tests.backends.op_references import (
     poisoned_weight,
     strided_cols,
 )
+
+TOL = CudaBackend.op_tolerances  # the backend's own contract for its ops
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DTYPES = pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])

@@ -44,8 +44,7 @@ LAYER_NORM_WIDTHS = {64: 48, 128: 96, 256: 192, 512: 384, 1024: 768, 2048: 1536,
 
 
 def _module(name: str):
-    # The package re-exports functions under the module names, so fetch the modules themselves.
-    return importlib.import_module(f"slimkern.backends.triton.{name}")
+    return importlib.import_module(f"slimkern.backends.triton.{name}_kernel")
 
 
 def _capture(module: str, kernel: str, call) -> tuple[list, dict]:

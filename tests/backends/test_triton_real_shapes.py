@@ -9,9 +9,12 @@ import math
 import pytest
 import torch
 
+from slimkern.backends.triton import TritonBackend
+
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 5e-3}
+# the ops' contract, with fp16 held tighter at these real shapes (its 10-bit mantissa keeps them well below it)
+TOLERANCE = {**TritonBackend.op_tolerances, torch.float16: 5e-3}
 DIM, HEADS, HIDDEN, BATCH = 1024, 16, 4096, 8
 
 

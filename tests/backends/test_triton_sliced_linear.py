@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from slimkern.backends.triton import sliced_linear
-from tests.backends.kernel_checks import DEVICE, DTYPES, TOL, assert_close
+from slimkern.backends.triton import TritonBackend, sliced_linear
+from tests.backends.kernel_checks import DEVICE, DTYPES, assert_close
 from tests.backends.op_references import (
     bad_sliced_linear_arguments,
     check_qkv_layout,
@@ -15,6 +15,8 @@ from tests.backends.op_references import (
     poisoned_weight,
     strided_cols,
 )
+
+TOL = TritonBackend.op_tolerances  # the backend's own contract for its ops
 
 
 def _poisoned_weight(n_full: int, k_full: int, n_out: int, k_in: int, dtype) -> torch.Tensor:

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from ..op_checks import check_attention, check_layer_norm, check_lead, check_sliced_linear, check_tensor
+from ..base import check_attention, check_layer_norm, check_lead, check_sliced_linear, check_tensor
 
 DTYPES = (torch.bfloat16, torch.float16)
 #: Row strides of allocated 2-D outputs are padded to this many elements, so the next GEMM reads them with

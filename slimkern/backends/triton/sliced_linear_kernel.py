@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..op_checks import check_lead, check_sliced_linear
+from ..base import check_lead, check_sliced_linear
 
 _ACTIVATIONS = {None: 0, "gelu": 1, "swiglu": 2}
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..op_checks import check_layer_norm, check_lead
+from ..base import check_layer_norm, check_lead
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 

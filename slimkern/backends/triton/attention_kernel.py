@@ -14,8 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..op_checks import check_attention, check_lead
-from .sliced_linear import ROW_ALIGN, dot_precision
+from ..base import check_attention, check_lead
+from .sliced_linear_kernel import ROW_ALIGN, dot_precision
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _LOG2E = tl.constexpr(1.4426950408889634)
