@@ -1,20 +1,19 @@
-"""The interface every backend implements, and the checks the backends share.
+"""The interface every backend implements, and what the backends share.
 
 :class:`Backend` runs the transformer blocks of a slimmed encoder; a backend declares the devices and dtypes it
 supports as data, its tolerances against the float64 reference, and which block ops it hands to another backend's
-implementation (:meth:`Backend.fallbacks`). The argument checks of the block ops (``sliced_linear``, ``attention``,
-``layer_norm``) are shared by the kernel backends: the Triton and CUDA ops take the same arguments and layouts, so
-they share these checks and their messages, and each keeps only what is its own (the dtypes its kernels take,
-CUDA's device check). Every message starts with the op's name and names the offending argument with its shape,
-dtype, stride or device. :func:`cross_attention` is the cross-attention sublayer written once on a kernel backend's
-ops.
+implementation (:meth:`Backend.fallbacks`). :class:`KernelBackend` is the data flow of a block on the kernel ops
+(``sliced_linear``, ``attention``, ``layer_norm``), written once for the Triton and CUDA backends, which differ only
+in their ops. Their ops take the same arguments and layouts, so the argument checks below are shared too: every
+message starts with the op's name and names the offending argument with its shape, dtype, stride or device.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
-from collections.abc import Callable
 from numbers import Real
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +48,10 @@ class Backend:
     def unavailable_reason(self) -> str | None:
         """Why this backend cannot run at all in this process (``None`` when it can)."""
         return None
+
+    def prepare(self) -> None:
+        """Load what the forward needs (kernels, ops). A model calls it when it resolves its backend (at load and
+        on every move), so that forwards, and traces of them, find everything loaded."""
 
     def fallbacks(self, dtype: torch.dtype) -> dict[str, str]:
         """The block ops (of :data:`OPS`) that this backend hands to another backend's implementation for a model
@@ -91,6 +94,83 @@ class Backend:
     def layer_norm(self, x: torch.Tensor, norm: nn.Module, eps: float) -> torch.Tensor:
         """A (final) LayerNorm over the last dim with ``norm.weight`` / ``norm.bias``."""
         return F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, eps)
+
+
+class KernelBackend(Backend):
+    """A backend whose blocks run on its kernel ops: the custom ops ``slimkern::<name>_<op>`` of
+    :mod:`slimkern.backends.custom_ops`, found in the ``OPS`` of :attr:`ops_module` (imported by :meth:`prepare`).
+
+    Per block: LayerNorm -> qkv GEMM (writes q, k, v as ``[3, B, H, N, d']``) -> attention (writes the
+    out-projection's ``(j, h)`` column layout) -> out-projection GEMM with the residual add (and LayerScale) in its
+    epilogue -> cross-attention sublayer (blocks with ``spec.cross_attn``) -> LayerNorm -> fc1 GEMM with GELU, or
+    one gated GEMM over fc1 and fc3 with ``silu(gate) * value`` in its epilogue -> fc2 GEMM with the residual add.
+    No weight is copied or padded at any width: the kernels get base pointers and full row strides; an additive
+    attention bias ``[H, Nq, Nk]`` goes to the attention op as is.
+    """
+
+    #: The module whose ``OPS`` are this backend's ops (it may import triton or load an extension: only on use).
+    ops_module: str = ""
+
+    def __init__(self) -> None:
+        self._ops: SimpleNamespace | None = None
+
+    @property
+    def ops(self) -> SimpleNamespace:
+        """The backend's custom ops (``.sliced_linear``, ``.attention``, ``.layer_norm``)."""
+        if self._ops is None:
+            self._ops = importlib.import_module(self.ops_module).OPS
+        return self._ops
+
+    def prepare(self) -> None:
+        self.ops  # noqa: B018  (imports and registers the ops)
+
+    def forward_block(self, x: torch.Tensor, block: Block, plan: BlockPlan, *, bias: torch.Tensor | None = None,
+                      context: torch.Tensor | None = None, context_bias: torch.Tensor | None = None) -> torch.Tensor:
+        ops, spec, attn, mlp = self.ops, block.spec, block.attn, block.mlp
+        batch, tokens, dim = x.shape
+        rows = x.reshape(batch * tokens, dim)
+        if rows.stride(-1) != 1:  # the kernels read rows with unit stride (any row stride)
+            rows = rows.contiguous()
+        gamma1 = block.ls1.gamma if block.ls1 is not None else None
+        gamma2 = block.ls2.gamma if block.ls2 is not None else None
+        a = plan.attn_width
+
+        h = ops.layer_norm(rows, block.norm1.weight, block.norm1.bias, spec.norm_eps)
+        qkv = ops.sliced_linear(h, attn.qkv.weight, attn.qkv.bias, 3 * a, dim, qkv_heads=plan.num_heads,
+                                seq_len=tokens)
+        o = ops.attention(qkv[0], qkv[1], qkv[2], plan.scale, bias)
+        # a view, not a copy: the [B, N, d'*H] output's padded rows still merge into [B*N, d'*H] rows
+        rows = ops.sliced_linear(o.view(batch * tokens, a), attn.proj.weight, attn.proj.bias, dim, a, residual=rows,
+                                 gamma=gamma1)
+        if block.cross_attn is not None:
+            rows = self._cross_attention(rows, context, block, plan, context_bias, batch)
+
+        h = ops.layer_norm(rows, block.norm2.weight, block.norm2.bias, spec.norm_eps)
+        units, fc1, fc3 = plan.mlp_hidden, mlp.fc1, mlp.fc3
+        if fc3 is None:
+            hidden = ops.sliced_linear(h, fc1.weight, fc1.bias, units, dim, gelu=True)
+        else:  # gated FFN: gate (fc1) and value (fc3) GEMMs in one kernel, sharing its X tiles
+            hidden = ops.sliced_linear(h, fc1.weight, fc1.bias, units, dim, value_weight=fc3.weight,
+                                       value_bias=fc3.bias)
+        rows = ops.sliced_linear(hidden, mlp.fc2.weight, mlp.fc2.bias, dim, units, residual=rows, gamma=gamma2)
+        return rows.reshape(batch, tokens, dim)
+
+    def _cross_attention(self, rows: torch.Tensor, context: torch.Tensor, block: Block, plan: BlockPlan,
+                         bias: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """``rows + proj(attention(q(n(rows)), k(n(context)), v(n(context))))`` with ``n = norm_cross``."""
+        ops, cross, norm, a = self.ops, block.cross_attn, block.norm_cross, plan.attn_width
+        dim, eps = rows.shape[1], block.spec.norm_eps
+        h = ops.layer_norm(rows, norm.weight, norm.bias, eps)
+        c = ops.layer_norm(context.reshape(-1, dim).contiguous(), norm.weight, norm.bias, eps)
+
+        def project(layer, t: torch.Tensor) -> torch.Tensor:
+            # stored rows (j, h): the GEMM writes columns j*H + h; the attention kernel reads [B, H, N, d'] with unit
+            # stride along d', so the activation (never the weight) is re-laid out
+            y = ops.sliced_linear(t, layer.weight, layer.bias, a, dim)
+            return y.view(batch, -1, plan.head_dim, plan.num_heads).permute(0, 3, 1, 2).contiguous()
+
+        o = ops.attention(project(cross.q, h), project(cross.k, c), project(cross.v, c), plan.scale, bias)
+        return ops.sliced_linear(o.view(rows.shape[0], a), cross.proj.weight, cross.proj.bias, dim, a, residual=rows)
 
 
 def _check_bias(name: str, bias: torch.Tensor, shape: tuple[int, ...], x: torch.Tensor) -> None:
@@ -167,26 +247,17 @@ def _check_shaped(op: str, name: str, t: torch.Tensor, like: torch.Tensor, like_
         raise ValueError(f"{op}: {name} must have shape {shape}, got {tuple(t.shape)}")
 
 
-def check_sliced_linear(
-    op: str,
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    *,
-    n_out: int,
-    k_in: int,
-    halves_columns: bool,
-    has_activation: bool,
-    residual: torch.Tensor | None,
-    gamma: torch.Tensor | None,
-    qkv_heads: int | None,
-    seq_len: int | None,
-    out: torch.Tensor | None,
-) -> tuple[int, ...]:
-    """Checks ``sliced_linear``'s arguments after ``x`` passed :func:`check_lead`; returns the output's shape.
+def _check_row_prefix(op: str, name: str, t: torch.Tensor, like: torch.Tensor, entries: int) -> None:
+    check_tensor(op, name, t, like, "x", 1)
+    if t.shape[0] < entries:
+        raise ValueError(f"{op}: {name} has {t.shape[0]} entries, fewer than n_out={entries}")
 
-    ``halves_columns``: the epilogue turns column pairs into one output column (Triton's interleaved swiglu).
-    """
+
+def check_sliced_linear(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, n_out: int,
+                        k_in: int, activation: str | None, value_weight: torch.Tensor | None,
+                        value_bias: torch.Tensor | None, residual: torch.Tensor | None, gamma: torch.Tensor | None,
+                        qkv_heads: int | None, seq_len: int | None) -> None:
+    """Checks ``sliced_linear``'s arguments after ``x`` passed :func:`check_lead`."""
     check_tensor(op, "x", x, x, "x", 2)
     check_tensor(op, "weight", weight, x, "x", 2)
     m = x.shape[0]
@@ -197,47 +268,41 @@ def check_sliced_linear(
         raise ValueError(f"{op}: n_out={n_out} must be an int in [1, N_full={n_full}] (weight {tuple(weight.shape)})")
     if x.shape[1] < k_in:
         raise ValueError(f"{op}: x has {x.shape[1]} columns, fewer than k_in={k_in}")
+    if activation not in (None, "gelu"):
+        raise ValueError(f"{op}: activation must be None or 'gelu', got {activation!r} (the gated FFN is value_weight)")
     if bias is not None:
-        check_tensor(op, "bias", bias, x, "x", 1)
-        if bias.shape[0] < n_out:
-            raise ValueError(f"{op}: bias has {bias.shape[0]} entries, fewer than n_out={n_out}")
-    n_cols = n_out // 2 if halves_columns else n_out
+        _check_row_prefix(op, "bias", bias, x, n_out)
+    if value_bias is not None:
+        if value_weight is None:
+            raise ValueError(f"{op}: value_bias is only used with value_weight (the gated FFN)")
+        _check_row_prefix(op, "value_bias", value_bias, x, n_out)
+    if value_weight is not None:
+        check_tensor(op, "value_weight", value_weight, x, "x", 2)
+        if value_weight.shape[0] < n_out or value_weight.shape[1] < k_in:
+            raise ValueError(f"{op}: value_weight {tuple(value_weight.shape)} is smaller than [n_out, k_in] = "
+                             f"[{n_out}, {k_in}]")
+        if activation is not None or qkv_heads is not None:
+            raise ValueError(f"{op}: the gated FFN (value_weight) takes no activation and no qkv output")
     if gamma is not None and residual is None:
         raise ValueError(f"{op}: gamma (LayerScale) is only applied together with residual")
     if residual is not None:
-        _check_shaped(op, "residual", residual, x, "x", (m, n_cols))
+        _check_shaped(op, "residual", residual, x, "x", (m, n_out))
     if gamma is not None:
-        _check_shaped(op, "gamma", gamma, x, "x", (n_cols,))
+        _check_shaped(op, "gamma", gamma, x, "x", (n_out,))
     if qkv_heads is not None:
-        if has_activation or residual is not None:
+        if activation is not None or residual is not None:
             raise ValueError(f"{op}: qkv_heads output takes no activation and no residual")
         if not isinstance(qkv_heads, int) or qkv_heads < 1 or n_out % (3 * qkv_heads):
             raise ValueError(f"{op}: n_out={n_out} must be a multiple of 3 * qkv_heads, qkv_heads={qkv_heads}")
         if not isinstance(seq_len, int) or seq_len < 1 or m % seq_len:
             raise ValueError(f"{op}: qkv_heads needs seq_len >= 1 dividing M={m}, got seq_len={seq_len}")
-        out_shape = (3, m // seq_len, qkv_heads, seq_len, n_out // (3 * qkv_heads))
     elif seq_len is not None:
         raise ValueError(f"{op}: seq_len is only used with qkv_heads")
-    else:
-        out_shape = (m, n_cols)
-    if out is not None:
-        _check_shaped(op, "out", out, x, "x", out_shape)
-    return out_shape
 
 
-def check_attention(
-    op: str,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    scale: float,
-    bias: torch.Tensor | None,
-    out_layout: str,
-    out: torch.Tensor | None,
-    max_head_dim: int,
-) -> tuple[int, ...]:
-    """Checks ``attention``'s arguments after ``q`` passed :func:`check_lead`; returns the output's shape."""
+def check_attention(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
+                    bias: torch.Tensor | None, max_head_dim: int) -> None:
+    """Checks ``attention``'s arguments after ``q`` passed :func:`check_lead`."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_tensor(op, name, t, q, "q", 4, "[B, H, N, d']")
     batch, heads, n_q, d = q.shape
@@ -260,32 +325,13 @@ def check_attention(
             raise ValueError(f"{op}: bias is on {bias.device}, q is on {q.device}")
         if tuple(bias.shape) != (heads, n_q, n_k):
             raise ValueError(f"{op}: bias must be [H, Nq, Nk] = {(heads, n_q, n_k)}, got {tuple(bias.shape)}")
-    if out_layout == "bnjh":
-        out_shape = (batch, n_q, d * heads)
-    elif out_layout == "bhnd":
-        out_shape = (batch, heads, n_q, d)
-    else:
-        raise ValueError(f"{op}: out_layout must be 'bnjh' or 'bhnd', got {out_layout!r}")
-    if out is not None:
-        _check_shaped(op, "out", out, q, "q", out_shape)
-    return out_shape
 
 
-def check_layer_norm(
-    op: str,
-    x: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    eps: float,
-    *,
-    residual: torch.Tensor | None,
-    out: torch.Tensor | None,
-    residual_out: torch.Tensor | None,
-    max_width: int,
-) -> None:
+def check_layer_norm(op: str, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float, *,
+                     max_width: int) -> None:
     """Checks ``layer_norm``'s arguments after ``x`` passed :func:`check_lead`."""
     check_tensor(op, "x", x, x, "x", 2, "[M, d]")
-    m, d = x.shape
+    d = x.shape[1]
     if d > max_width:
         raise ValueError(f"{op}: d={d} features exceeds the largest supported row, {max_width}")
     if isinstance(eps, bool) or not isinstance(eps, Real):
@@ -295,31 +341,3 @@ def check_layer_norm(
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None:
             _check_shaped(op, name, t, x, "x", (d,))
-    if residual is None and residual_out is not None:
-        raise ValueError(f"{op}: residual_out is only written when residual is given")
-    for name, t in (("residual", residual), ("residual_out", residual_out), ("out", out)):
-        if t is not None:
-            _check_shaped(op, name, t, x, "x", (m, d))
-
-
-# -- data flow shared by the kernel backends --------------------------------------------------------------------------
-def cross_attention(rows: torch.Tensor, context: torch.Tensor, block: Block, plan: BlockPlan,
-                    bias: torch.Tensor | None, batch: int, *, layer_norm: Callable[..., torch.Tensor],
-                    sliced_linear: Callable[..., torch.Tensor], attention: Callable[..., torch.Tensor]) -> torch.Tensor:
-    """``rows + proj(attention(q(n(rows)), k(n(context)), v(n(context))))`` with ``n = norm_cross``."""
-    spec, cross, a = block.spec, block.cross_attn, plan.attn_width
-    dim = rows.shape[1]
-    norm = block.norm_cross
-    h = layer_norm(rows, norm.weight, norm.bias, spec.norm_eps)
-    c = layer_norm(context.reshape(-1, dim).contiguous(), norm.weight, norm.bias, spec.norm_eps)
-
-    def project(layer, t: torch.Tensor) -> torch.Tensor:
-        # stored rows (j, h): the GEMM writes columns j*H + h; the attention kernel reads [B, H, N, d'] with unit
-        # stride along d', so the activation (never the weight) is re-laid out
-        y = sliced_linear(t, layer.weight, layer.bias, n_out=a, k_in=dim)
-        return y.view(batch, -1, plan.head_dim, plan.num_heads).permute(0, 3, 1, 2).contiguous()
-
-    o = attention(project(cross.q, h), project(cross.k, c), project(cross.v, c), scale=plan.scale, bias=bias)
-    # a view, not a copy: the [B, Nq, d'*H] output's padded rows still merge into [B*Nq, d'*H] rows
-    return sliced_linear(o.view(rows.shape[0], a), cross.proj.weight, cross.proj.bias, n_out=dim, k_in=a,
-                         residual=rows)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -15,9 +16,24 @@ DTYPES = pytest.mark.parametrize("dtype", list(TritonBackend.op_tolerances), ids
 
 
 def op_tolerance(op: Callable, dtype: torch.dtype) -> float:
-    """The tolerance the op's own backend (the package it comes from) promises for ``dtype``."""
-    backend = op.__module__.split(".")[2]  # slimkern.backends.<name>....
-    return _BACKENDS[backend].op_tolerances[dtype]
+    """The tolerance the op's own backend promises for ``dtype`` (ops are methods of their backend's CheckedOps)."""
+    return _BACKENDS[op.__self__.backend].op_tolerances[dtype]
+
+
+@contextlib.contextmanager
+def poisoned_outputs() -> Iterator[None]:
+    """Every tensor allocated inside is filled with NaN (PyTorch's deterministic mode fills uninitialised memory):
+    an op's output element its kernel never writes stays NaN, which :func:`assert_close` reports."""
+    was_on = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was_on, warn_only=warn_only)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 def assert_close(out: torch.Tensor, ref: torch.Tensor, tol: float) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import ops
-
 #: Norm-wise relative error vs an fp32 PyTorch computation that the self-test accepts (bf16 rounding is ~4e-3).
 SELF_TEST_TOLERANCE = 2e-2
 
@@ -32,7 +30,14 @@ def self_test(device: torch.device) -> str | None:
     return None
 
 
+def _bnjh(o: torch.Tensor) -> torch.Tensor:
+    """``[B, H, N, d']`` -> the attention op's ``[B, N, d'*H]`` layout (column ``j*H + h``)."""
+    return o.permute(0, 2, 3, 1).flatten(2)
+
+
 def _self_test_dtype(device: torch.device, dtype: torch.dtype) -> str | None:
+    from . import ops  # registers the ops: on first use, not when the backend is imported
+
     gen = torch.Generator(device="cpu").manual_seed(0)
 
     def rand(*shape: int) -> torch.Tensor:
@@ -73,14 +78,13 @@ def _self_test_dtype(device: torch.device, dtype: torch.dtype) -> str | None:
             long_ref),
         "sliced_linear (128 x 128 tiles)": lambda: (ops.sliced_linear(x_big, w_big, None, n_out=1152, k_in=200),
                                                     big_ref),
-        "attention (d'=6, bias, cross)": lambda: (ops.attention(q, k, v, scale=0.4, bias=bias, out_layout="bhnd"),
-                                                  att),
-        "attention (d'=64, 197 tokens)": lambda: (ops.attention(q64, k64, v64, scale=0.125, out_layout="bhnd"),
-                                                  sdpa(q64, k64, v64, 0.125)),
-        "attention (d'=100, 130 x 197, cross)": lambda: (
-            ops.attention(q100, k100, v100, scale=0.1, out_layout="bhnd"), sdpa(q100, k100, v100, 0.1)),
-        "layer_norm (residual)": lambda: (ops.layer_norm(x, w[0], b[:48], 1e-6, residual=x)[0],
-                                          F.layer_norm(2 * x.float(), (48,), w[0].float(), b[:48].float(), 1e-6)),
+        "attention (d'=6, bias, cross)": lambda: (ops.attention(q, k, v, scale=0.4, bias=bias), _bnjh(att)),
+        "attention (d'=64, 197 tokens)": lambda: (ops.attention(q64, k64, v64, scale=0.125),
+                                                  _bnjh(sdpa(q64, k64, v64, 0.125))),
+        "attention (d'=100, 130 x 197, cross)": lambda: (ops.attention(q100, k100, v100, scale=0.1),
+                                                         _bnjh(sdpa(q100, k100, v100, 0.1))),
+        "layer_norm": lambda: (ops.layer_norm(x, w[0], b[:48], 1e-6),
+                               F.layer_norm(x.float(), (48,), w[0].float(), b[:48].float(), 1e-6)),
     }
     for name, check in checks.items():
         label = f"{name}, {str(dtype).removeprefix('torch.')}"

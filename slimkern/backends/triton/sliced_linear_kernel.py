@@ -1,13 +1,17 @@
-"""Width-sliced linear layer: a GEMM on a prefix view of a full-width weight, with fused epilogues.
+"""Width-sliced linear layer: a GEMM on a prefix view of a full-width weight, with fused epilogues (Triton).
 
 slimkern stores every weight once in the width-prefix layout, so a slimmed weight is ``W[:n_out, :k_in]`` of
 the full ``[N_full, K_full]`` tensor. The kernel reads that prefix in place through the full row stride; the
 weight is never copied. Epilogues fuse what follows each GEMM of a transformer block:
 
-- bias, then ``"gelu"`` (exact erf) or ``"swiglu"`` (gate/value rows interleaved: ``silu(y[:, 2u]) * y[:, 2u+1]``),
+- bias, then exact (erf) GELU, or the gated FFN: a second accumulator over the value weight (fc3) read like the
+  first, ``y = silu(X W^T + b) * (X V^T + b_v)``, so gate and value never round-trip through memory,
 - residual add with optional LayerScale: ``y = residual + gamma * y``,
 - qkv scatter: GEMM column ``c = j*3H + t*H + h`` of row ``m = b*N + n`` goes to ``out[t, b, h, n, j]``, the
   ``[3, B, H, N, d']`` layout the attention kernel reads.
+
+:func:`launch` is the ``slimkern::triton_sliced_linear`` op's implementation; the checked entry point is
+:func:`slimkern.backends.triton.sliced_linear`.
 """
 
 from __future__ import annotations
@@ -18,10 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..base import check_lead, check_sliced_linear
+from ..custom_ops import sliced_linear_output
 
-_ACTIVATIONS = {None: 0, "gelu": 1, "swiglu": 2}
-_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _GROUP_M = 8
 
 
@@ -37,12 +39,13 @@ def _dot(a, b, acc, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr):
 
 @triton.jit
 def _sliced_linear_kernel(
-    x_ptr, w_ptr, bias_ptr, res_ptr, gamma_ptr, y_ptr,
+    x_ptr, w_ptr, bias_ptr, v_ptr, vbias_ptr, res_ptr, gamma_ptr, y_ptr,
     M, N, K,
-    stride_xm, stride_wn, stride_rm, stride_ym,
+    stride_xm, stride_wn, stride_vn, stride_rm, stride_ym,
     seq_len, heads, stride_yt, stride_yb, stride_yh, stride_yn,
-    ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HAS_GAMMA: tl.constexpr,
-    QKV_OUT: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    GELU: tl.constexpr, HAS_BIAS: tl.constexpr, GATED: tl.constexpr, HAS_VALUE_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr, HAS_GAMMA: tl.constexpr, QKV_OUT: tl.constexpr, UPCAST: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
     """One [BLOCK_M, BLOCK_N] tile of act(X[:, :K] @ W[:N, :K]^T + b), then residual/LayerScale, then store."""
@@ -62,38 +65,43 @@ def _sliced_linear_kernel(
     # Out-of-range rows wrap onto valid ones, so loads need no M/N mask and only the kept prefix (rows < N,
     # columns < K) of the full weight is ever read; the wrapped results are never stored.
     x_ptrs = x_ptr + (offs_m % M).to(tl.int64)[:, None] * stride_xm + offs_k[None, :]
-    w_ptrs = w_ptr + (offs_n % N).to(tl.int64)[None, :] * stride_wn + offs_k[:, None]
+    w_rows = (offs_n % N).to(tl.int64)[None, :]
+    w_ptrs = w_ptr + w_rows * stride_wn + offs_k[:, None]
+    v_ptrs = v_ptr + w_rows * stride_vn + offs_k[:, None]  # the value weight (gated FFN only)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc_v = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     # Whole BLOCK_K steps load without masks (vectorised, pipelined); one masked step finishes an unaligned K.
     k_main = K - K % BLOCK_K
     for _ in range(0, k_main, BLOCK_K):
-        acc = _dot(tl.load(x_ptrs), tl.load(w_ptrs), acc, UPCAST, DOT_PRECISION)
+        a = tl.load(x_ptrs)
+        acc = _dot(a, tl.load(w_ptrs), acc, UPCAST, DOT_PRECISION)
+        if GATED:
+            acc_v = _dot(a, tl.load(v_ptrs), acc_v, UPCAST, DOT_PRECISION)
+            v_ptrs += BLOCK_K
         x_ptrs += BLOCK_K
         w_ptrs += BLOCK_K
     if k_main < K:
         k_mask = offs_k < K - k_main
         a = tl.load(x_ptrs, mask=k_mask[None, :], other=0.0)
-        b = tl.load(w_ptrs, mask=k_mask[:, None], other=0.0)
-        acc = _dot(a, b, acc, UPCAST, DOT_PRECISION)
+        acc = _dot(a, tl.load(w_ptrs, mask=k_mask[:, None], other=0.0), acc, UPCAST, DOT_PRECISION)
+        if GATED:
+            acc_v = _dot(a, tl.load(v_ptrs, mask=k_mask[:, None], other=0.0), acc_v, UPCAST, DOT_PRECISION)
 
-    # Epilogue in fp32 on the accumulator.
+    # Epilogue in fp32 on the accumulators.
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
-    n_cols = N
-    if ACTIVATION == 1:
+    if GELU:
         acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
-    if ACTIVATION == 2:
-        # Adjacent GEMM columns (2u, 2u+1) hold (gate, value) of output unit u.
-        gate, value = tl.split(tl.reshape(acc, (BLOCK_M, BLOCK_N // 2, 2)))
-        acc = gate * tl.sigmoid(gate) * value
-        offs_n = pid_n * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
-        n_cols = N // 2
-    mask = (offs_m < M)[:, None] & (offs_n < n_cols)[None, :]
+    if GATED:
+        if HAS_VALUE_BIAS:
+            acc_v += tl.load(vbias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+        acc = acc * tl.sigmoid(acc) * acc_v
+    mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
     if HAS_RESIDUAL:
         res = tl.load(res_ptr + offs_m.to(tl.int64)[:, None] * stride_rm + offs_n[None, :], mask=mask, other=0.0)
         if HAS_GAMMA:
-            acc = acc * tl.load(gamma_ptr + offs_n, mask=offs_n < n_cols, other=0.0).to(tl.float32)[None, :]
+            acc = acc * tl.load(gamma_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
         acc += res.to(tl.float32)
 
     if QKV_OUT:
@@ -135,27 +143,26 @@ CONFIGS = {
 }
 # Interpreter (CPU tensors): it runs programs one after another in numpy, so fewer, mid-sized tiles are fastest.
 INTERPRETER_CONFIG = GemmConfig(64, 32, 32, num_warps=4, num_stages=1)
-# Row strides of allocated outputs are padded to this many elements: Triton specialises pointer arithmetic on
-# strides divisible by 16, which the next kernel needs for vectorised, pipelined loads of this output.
-ROW_ALIGN = 16
 
 
 # The qkv scatter store cannot be vectorised (adjacent columns go to different heads): it holds one 64-bit address
-# per element, and 128-column tiles then spill registers. qkv launches take tiles of at most this many columns.
-QKV_MAX_BLOCK_N = 64
+# per element, and 128-column tiles then spill registers; the gated FFN holds two accumulators. Those launches take
+# tiles of at most this many columns.
+NARROW_MAX_BLOCK_N = 64
 
 
-def candidate_configs(dtype: torch.dtype, qkv_out: bool) -> tuple[GemmConfig, ...]:
-    """The GPU tile configurations the heuristic chooses from for this dtype and output mode, largest first."""
+def candidate_configs(dtype: torch.dtype, narrow: bool) -> tuple[GemmConfig, ...]:
+    """The GPU tile configurations the heuristic chooses from for this dtype, largest first; ``narrow`` for the qkv
+    scatter and the gated FFN."""
     if dtype not in CONFIGS:
         raise ValueError(f"sliced_linear: no tile configuration for dtype {dtype}")
-    return tuple(cfg for cfg in CONFIGS[dtype] if not (qkv_out and cfg.block_n > QKV_MAX_BLOCK_N))
+    return tuple(cfg for cfg in CONFIGS[dtype] if not (narrow and cfg.block_n > NARROW_MAX_BLOCK_N))
 
 
-def _pick_config(m: int, n: int, k: int, dtype: torch.dtype, qkv_out: bool, device: torch.device) -> GemmConfig:
+def _pick_config(m: int, n: int, k: int, dtype: torch.dtype, narrow: bool, device: torch.device) -> GemmConfig:
     if m < 1 or n < 1 or k < 1:
         raise ValueError(f"sliced_linear: GEMM sizes must be >= 1, got M={m}, N={n}, K={k}")
-    configs = candidate_configs(dtype, qkv_out)
+    configs = candidate_configs(dtype, narrow)
     if device.type == "cpu":
         return INTERPRETER_CONFIG
     if device.type != "cuda":
@@ -172,81 +179,31 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "tf32x3" if dtype == torch.float32 else "tf32"
 
 
-def sliced_linear(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    *,
-    n_out: int,
-    k_in: int,
-    activation: str | None = None,
-    residual: torch.Tensor | None = None,
-    gamma: torch.Tensor | None = None,
-    qkv_heads: int | None = None,
-    seq_len: int | None = None,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``Y = epilogue(X[:, :k_in] @ W[:n_out, :k_in]^T + bias[:n_out])`` reading the weight prefix in place.
-
-    Args:
-        x: ``[M, >=k_in]``, fp32/bf16/fp16, any row stride, last-dim stride 1.
-        weight: the full stored weight ``[N_full, K_full]`` (last-dim stride 1), same dtype as ``x``.
-        bias: optional ``[>=n_out]``; ``bias[:n_out]`` is used.
-        n_out: GEMM output columns (rows of ``weight`` kept). k_in: reduction length (columns kept).
-        activation: ``None``, ``"gelu"`` (exact erf) or ``"swiglu"`` (``n_out`` even; output ``n_out // 2``
-            columns, unit ``u = silu(y[:, 2u]) * y[:, 2u+1]``).
-        residual: optional ``[M, C]`` (``C`` = output columns); then ``Y = residual + gamma * Y``.
-        gamma: optional LayerScale ``[C]``, only with ``residual``.
-        qkv_heads: ``H``; write q, k, v as ``[3, B, H, seq_len, d']`` with ``d' = n_out // (3H)``,
-            ``M = B * seq_len``: column ``j*3H + t*H + h`` of row ``b*seq_len + n`` goes to ``[t, b, h, n, j]``.
-        seq_len: tokens per sample, required with ``qkv_heads``.
-        out: optional preallocated output of the shape and dtype described below.
-
-    Returns:
-        ``[M, C]`` (or ``[3, B, H, seq_len, d']`` with ``qkv_heads``, contiguous) in the dtype of ``x``. A new
-        ``[M, C]`` output has its row stride padded to a multiple of 16 elements, so the next GEMM reads it
-        aligned. Accumulation and the whole epilogue run in fp32; the result is rounded once, on store.
-
-    Raises:
-        TypeError: non-tensor inputs, unsupported dtype or mixed dtypes.
-        ValueError: bad shapes, sizes, strides, devices or option combinations.
-
-    Equivalent PyTorch (without ``qkv_heads``)::
-
-        y = F.linear(x[:, :k_in], weight[:n_out, :k_in], None if bias is None else bias[:n_out])
-        y = F.gelu(y) if activation == "gelu" else F.silu(y[:, 0::2]) * y[:, 1::2] if activation == "swiglu" else y
-        y = y if residual is None else residual + (1 if gamma is None else gamma) * y
-    """
-    op = "sliced_linear"
-    check_lead(op, "x", x, _DTYPES, "Triton")
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"{op}: activation must be one of {list(_ACTIVATIONS)}, got {activation!r}")
-    if activation == "swiglu" and n_out % 2:
-        raise ValueError(f"{op}: swiglu needs an even n_out (gate/value pairs), got {n_out}")
-    out_shape = check_sliced_linear(op, x, weight, bias, n_out=n_out, k_in=k_in, halves_columns=activation == "swiglu",
-                                    has_activation=activation is not None, residual=residual, gamma=gamma,
-                                    qkv_heads=qkv_heads, seq_len=seq_len, out=out)
-    dtype, device, m = x.dtype, x.device, x.shape[0]
-    if out is None and qkv_heads is None:
-        n_cols = out_shape[1]
-        out = torch.empty((m, triton.cdiv(n_cols, ROW_ALIGN) * ROW_ALIGN), dtype=dtype, device=device)[:, :n_cols]
-    elif out is None:
-        out = torch.empty(out_shape, dtype=dtype, device=device)
+def launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, n_out: int, k_in: int,
+           gelu: bool = False, value_weight: torch.Tensor | None = None, value_bias: torch.Tensor | None = None,
+           residual: torch.Tensor | None = None, gamma: torch.Tensor | None = None, qkv_heads: int = 0,
+           seq_len: int = 0) -> torch.Tensor:
+    """Allocate the output (:func:`~slimkern.backends.custom_ops.sliced_linear_output`) and run the kernel on
+    arguments already checked (the schema of ``slimkern::triton_sliced_linear``; ``qkv_heads = 0``: no scatter)."""
+    out = sliced_linear_output(x, n_out, qkv_heads, seq_len)
+    m = x.shape[0]
     if m == 0:
         return out
-
-    cfg = _pick_config(m, n_out, k_in, dtype, qkv_heads is not None, device)
-    qkv_strides = out.stride()[:4] if qkv_heads is not None else (0, 0, 0, 0)
+    gated = value_weight is not None
+    cfg = _pick_config(m, n_out, k_in, x.dtype, bool(qkv_heads) or gated, x.device)
+    qkv_strides = out.stride()[:4] if qkv_heads else (0, 0, 0, 0)
     grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n_out, cfg.block_n),)
     _sliced_linear_kernel[grid](
-        x, weight, out if bias is None else bias, out if residual is None else residual,
+        x, weight, out if bias is None else bias, weight if value_weight is None else value_weight,
+        out if value_bias is None else value_bias, out if residual is None else residual,
         out if gamma is None else gamma, out,
         m, n_out, k_in,
-        x.stride(0), weight.stride(0), 0 if residual is None else residual.stride(0), out.stride(0),
+        x.stride(0), weight.stride(0), 0 if value_weight is None else value_weight.stride(0),
+        0 if residual is None else residual.stride(0), out.stride(0),
         seq_len or 1, qkv_heads or 1, *qkv_strides,
-        ACTIVATION=_ACTIVATIONS[activation], HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None,
-        HAS_GAMMA=gamma is not None, QKV_OUT=qkv_heads is not None, UPCAST=device.type == "cpu",
-        DOT_PRECISION=dot_precision(dtype),
+        GELU=gelu, HAS_BIAS=bias is not None, GATED=gated, HAS_VALUE_BIAS=value_bias is not None,
+        HAS_RESIDUAL=residual is not None, HAS_GAMMA=gamma is not None, QKV_OUT=bool(qkv_heads),
+        UPCAST=x.device.type == "cpu", DOT_PRECISION=dot_precision(x.dtype),
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=_GROUP_M,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
