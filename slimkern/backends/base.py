@@ -49,6 +49,9 @@ class Backend:
         """Why this backend cannot run at all in this process (``None`` when it can)."""
         return None
 
+    def __deepcopy__(self, memo: dict) -> Backend:
+        return self  # one instance per backend: a copied model (export's dense copy) runs on the same one
+
     def prepare(self) -> None:
         """Load what the forward needs (kernels, ops). A model calls it when it resolves its backend (at load and
         on every move), so that forwards, and traces of them, find everything loaded."""
