@@ -166,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="plot sweep folders (one line per folder) as PNG and SVG")
     p.add_argument("folders", nargs="+", help="folders written by `slimkern sweep`")
     p.add_argument("--out", default=None, help="where the plots go (default: the only folder given)")
+    p.add_argument("--names", default=None, help="legend names, comma-separated, one per folder (default: models)")
     p.set_defaults(func=cmd_plot)
 
     from .train import command as train
