@@ -81,11 +81,12 @@ def run(args: argparse.Namespace) -> int:
     read_seconds = time.perf_counter() - started
     trainer = Trainer(model, args.weights, data, config, out)
     resumed = trainer.resume()
-    print(f"train: {model.cfg.name} from {args.weights} on {len(data)} images of {args.data} "
-          f"({data.excluded} excluded{', ' + str(len(data.classes)) + ' classes' if data.labels is not None else ''}), "
-          f"{args.objective}, sandwich [1, {config.min_width:g}, {config.num_random} random], {config.steps} steps of "
-          f"{config.batch_size}, {torch.get_num_threads()} threads" + (f"; resumed at step {trainer.step}"
-                                                                          if resumed else ""), flush=True)
+    labels = f", {len(data.classes)} classes" if data.labels is not None else ""
+    widths = ("full width only" if config.min_width == 1.0
+              else f"sandwich [1, {config.min_width:g}, {config.num_random} random]")
+    print(f"train: {model.cfg.name} from {args.weights} on {len(data)} images of {args.data} ({data.excluded} "
+          f"excluded{labels}), {args.objective}, {widths}, {config.steps} steps of {config.batch_size}, "
+          f"{torch.get_num_threads()} threads" + (f"; resumed at step {trainer.step}" if resumed else ""), flush=True)
     trainer.run(log=lambda line: print(line, flush=True))
     trained, results = trainer.write_outputs(extra={
         "command": shlex.join(["slimkern", *sys.argv[1:]]),
