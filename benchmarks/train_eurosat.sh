@@ -44,7 +44,8 @@ sweep() {
 sweep "$WEIGHTS" "$OUT/sweep-original"
 sweep "$OUT/train-sandwich/vit_tiny_eurosat_slimmable.safetensors" "$OUT/sweep-trained"
 sweep "$OUT/train-fullwidth-control/vit_tiny_eurosat_slimmable.safetensors" "$OUT/sweep-fullwidth-control"
-slimkern plot "$OUT/sweep-original" "$OUT/sweep-trained" "$OUT/sweep-fullwidth-control" --out "$OUT/compare"
+slimkern plot "$OUT/sweep-original" "$OUT/sweep-trained" "$OUT/sweep-fullwidth-control" --out "$OUT/compare" \
+  --names "starting checkpoint (post hoc),sandwich-trained,full-width fine-tuned (control)"
 python -m benchmarks.train_compare "$OUT/sweep-original" "$OUT/sweep-trained" --out "$OUT/compare/acceptance.md"
 python -m benchmarks.train_compare "$OUT/sweep-original" "$OUT/sweep-fullwidth-control" \
   --out "$OUT/compare/fullwidth-control.md"
