@@ -50,6 +50,7 @@ class SlimmableModule(pl.LightningModule):
             model.requires_grad_(True)
         self.config = config
         self.sandwich = SandwichStep(model, config.loss, num_classes=num_classes, teacher=teacher)
+        self.train()  # slimkern models have no train/eval difference; this only keeps Lightning from warning
 
     @property
     def model(self) -> SlimModel:
