@@ -27,25 +27,27 @@ for name in json.loads(Path(split).read_text())["held_out"]:
         os.symlink(data / name, root / name)
 PY
 
-nice -n 5 slimkern train vit_tiny_eurosat --weights "$WEIGHTS" --data "$DATA" --exclude "$SPLIT" \
-  --objective supervised --distill both --min-width 0.1 --num-random 2 \
-  --steps 120 --batch 64 --lr 2e-4 --head-lr 2e-3 --warmup 10 --checkpoint-every 20 \
-  --seed 0 --threads 1 --out "$OUT/train-sandwich"
-# control: the same recipe at the full width only (plain fine-tuning), to separate the effect of the sandwich
-nice -n 5 slimkern train vit_tiny_eurosat --weights "$WEIGHTS" --data "$DATA" --exclude "$SPLIT" \
-  --objective supervised --distill both --min-width 1.0 --num-random 2 \
-  --steps 120 --batch 64 --lr 2e-4 --head-lr 2e-3 --warmup 10 --checkpoint-every 20 \
-  --seed 0 --threads 1 --out "$OUT/train-fullwidth-control"
+# the recipe shared by every run; the runs differ in what the widths learn
+train() {
+  nice -n 5 slimkern train vit_tiny_eurosat --weights "$WEIGHTS" --data "$DATA" --exclude "$SPLIT" \
+    --min-width 0.1 --num-random 2 --steps 120 --batch 64 --lr 2e-4 --head-lr 2e-3 --warmup 10 \
+    --checkpoint-every 20 --seed 0 --threads 1 "$@"
+}
+train --objective supervised --distill both --out "$OUT/train-sandwich-supervised"
+train --objective self-distill --distill embedding --out "$OUT/train-sandwich-selfdistill"
+# control: supervised at the full width only (plain fine-tuning), to separate the sandwich from more training
+train --objective supervised --min-width 1.0 --out "$OUT/train-fullwidth-control"
 
 sweep() {
   nice -n 5 slimkern sweep vit_tiny_eurosat --weights "$1" --data "$OUT/heldout" --dataset-name eurosat-rgb-heldout \
     --widths paper --probe both --seeds 5 --quiet --out "$2"
 }
 sweep "$WEIGHTS" "$OUT/sweep-original"
-sweep "$OUT/train-sandwich/vit_tiny_eurosat_slimmable.safetensors" "$OUT/sweep-trained"
-sweep "$OUT/train-fullwidth-control/vit_tiny_eurosat_slimmable.safetensors" "$OUT/sweep-fullwidth-control"
-slimkern plot "$OUT/sweep-original" "$OUT/sweep-trained" "$OUT/sweep-fullwidth-control" --out "$OUT/compare" \
-  --names "starting checkpoint (post hoc),sandwich-trained,full-width fine-tuned (control)"
-python -m benchmarks.train_compare "$OUT/sweep-original" "$OUT/sweep-trained" --out "$OUT/compare/acceptance.md"
-python -m benchmarks.train_compare "$OUT/sweep-original" "$OUT/sweep-fullwidth-control" \
-  --out "$OUT/compare/fullwidth-control.md"
+for run in sandwich-supervised sandwich-selfdistill fullwidth-control; do
+  sweep "$OUT/train-$run/vit_tiny_eurosat_slimmable.safetensors" "$OUT/sweep-$run"
+done
+slimkern plot "$OUT"/sweep-{original,sandwich-supervised,sandwich-selfdistill,fullwidth-control} --out "$OUT/compare" \
+  --names "starting checkpoint (post hoc),sandwich + labels,sandwich + self-distillation,full width + labels (control)"
+for run in sandwich-supervised sandwich-selfdistill fullwidth-control; do
+  python -m benchmarks.train_compare "$OUT/sweep-original" "$OUT/sweep-$run" --out "$OUT/compare/$run.md"
+done
