@@ -180,5 +180,6 @@ def test_backends_without_backward_are_refused(monkeypatch):
         name = "triton"
 
     monkeypatch.setattr(slimkern.model, "select_backend", lambda *args: NoBackward())
+    model.backend_name = "triton"  # resolves the backend again (through the patched selection)
     with pytest.raises(NotImplementedError, match="no backward pass.*backend='torch'"):
         training_forward(model, torch.randn(1, 3, 16, 16), 0.5)
