@@ -34,7 +34,6 @@ train() {
     --checkpoint-every 20 --seed 0 --threads 1 "$@"
 }
 train --objective supervised --distill both --out "$OUT/train-sandwich-supervised"
-train --objective self-distill --distill embedding --out "$OUT/train-sandwich-selfdistill"
 # control: supervised at the full width only (plain fine-tuning), to separate the sandwich from more training
 train --objective supervised --min-width 1.0 --out "$OUT/train-fullwidth-control"
 
@@ -43,11 +42,11 @@ sweep() {
     --widths paper --probe both --seeds 5 --quiet --out "$2"
 }
 sweep "$WEIGHTS" "$OUT/sweep-original"
-for run in sandwich-supervised sandwich-selfdistill fullwidth-control; do
+for run in sandwich-supervised fullwidth-control; do
   sweep "$OUT/train-$run/vit_tiny_eurosat_slimmable.safetensors" "$OUT/sweep-$run"
 done
-slimkern plot "$OUT"/sweep-{original,sandwich-supervised,sandwich-selfdistill,fullwidth-control} --out "$OUT/compare" \
-  --names "starting checkpoint (post hoc),sandwich + labels,sandwich + self-distillation,full width + labels (control)"
-for run in sandwich-supervised sandwich-selfdistill fullwidth-control; do
+slimkern plot "$OUT"/sweep-{original,sandwich-supervised,fullwidth-control} --out "$OUT/compare" \
+  --names "starting checkpoint (post hoc),sandwich + labels,full width + labels (control)"
+for run in sandwich-supervised fullwidth-control; do
   python -m benchmarks.train_compare "$OUT/sweep-original" "$OUT/sweep-$run" --out "$OUT/compare/$run.md"
 done
