@@ -1,5 +1,5 @@
 """The ``slimkern`` command: ``list``, ``info NAME``, ``flops NAME --widths ...``, ``demo``, ``serve NAME``,
-``sweep [NAME]`` and ``plot DIR...``."""
+``sweep [NAME]``, ``plot DIR...`` and ``train NAME``."""
 
 from __future__ import annotations
 
@@ -208,7 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="plot sweep folders (one line per folder) as PNG and SVG")
     p.add_argument("folders", nargs="+", help="folders written by `slimkern sweep`")
     p.add_argument("--out", default=None, help="where the plots go (default: the only folder given)")
+    p.add_argument("--names", default=None, help="legend names, comma-separated, one per folder (default: models)")
     p.set_defaults(func=cmd_plot)
+
+    from .train import command as train
+
+    p = sub.add_parser("train", help="slimmable fine-tuning (sandwich rule + in-place distillation); writes the "
+                       "official checkpoint layout")
+    train.add_arguments(p)
+    p.set_defaults(func=train.run)
 
     from .serving import command as serve  # FastAPI and uvicorn are imported only when `serve` runs
 

@@ -71,6 +71,7 @@ def plot_command(args: argparse.Namespace) -> int:
     if args.out is None and len(args.folders) > 1:
         raise ValueError("several folders need --out DIR for the combined plots")
     out = Path(args.out or args.folders[0])
-    for path in plot_folders(args.folders, out):
+    names = args.names.split(",") if args.names else None
+    for path in plot_folders(args.folders, out, names):
         print(path)
     return 0

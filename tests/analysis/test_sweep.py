@@ -128,6 +128,11 @@ def test_cli_reports_bad_data_and_plots_folders(tmp_path, data, model, capsys):
     assert "several folders need --out" in capsys.readouterr().err
     assert main(["plot", str(tmp_path / "run1"), str(tmp_path / "run2"), "--out", str(tmp_path / "both")]) == 0
     assert (tmp_path / "both" / "knn_vs_compute.svg").is_file()
+    runs = [str(tmp_path / "run1"), str(tmp_path / "run2")]
+    assert main(["plot", *runs, "--out", str(tmp_path / "named"), "--names", "original"]) == 2
+    assert "1 legend names for 2 folders" in capsys.readouterr().err
+    assert main(["plot", *runs, "--out", str(tmp_path / "named"), "--names", "original,trained"]) == 0
+    assert (tmp_path / "named" / "knn_vs_compute.png").is_file()
 
 
 def test_more_seeds_and_probes_are_added_to_a_finished_sweep(tmp_path, data, model, monkeypatch):
