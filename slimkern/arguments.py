@@ -24,3 +24,11 @@ def parse_bands(text: str) -> tuple[int, ...]:
         return tuple(int(b) for b in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--bands takes 0-based indices like 3,2,1; got {text!r}") from None
+
+
+def parse_band_names(text: str) -> tuple[str, ...]:
+    """``--band-names B04,B03,B02``: the names of each image file's bands, in order."""
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"--band-names takes names like B04,B03,B02; got {text!r}")
+    return names

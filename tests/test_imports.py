@@ -80,9 +80,13 @@ MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
 def _imports(name: str, path: Path) -> list[tuple[str, bool]]:
-    """(imported slimkern module, function-local?) for every import statement of one module."""
+    """(imported slimkern module, function-local?) for every import statement of one module that runs (imports
+    under ``if TYPE_CHECKING:`` are for annotations only)."""
     tree = ast.parse(path.read_text())
     top_level = {id(node) for node in tree.body}
+    typing_only = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
+                   for inner in ast.walk(node)}
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = []
     for node in ast.walk(tree):
@@ -95,6 +99,8 @@ def _imports(name: str, path: Path) -> list[tuple[str, bool]]:
                 base = ".".join(parent + ([node.module] if node.module else []))
             targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
         else:
+            continue
+        if id(node) in typing_only:
             continue
         found += [(t, id(node) not in top_level) for t in targets if t in MODULES and t != name]
     return found
