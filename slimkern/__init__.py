@@ -1,6 +1,5 @@
 """slimkern: slimmable inference for remote-sensing foundation models from one stored checkpoint."""
 
-from . import zoo  # noqa: F401  (registers the models)
 from .api import load
 from .backends import list_backends
 from .model import SlimModel, ValidationReport

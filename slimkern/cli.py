@@ -9,38 +9,13 @@ import sys
 
 from . import demo
 from .api import build_meta
+from .arguments import parse_band_names, parse_bands, parse_widths
 from .backends import describe_backends
 from .plan import MODES, PAPER_WIDTHS
 from .prepare import RAW_UNITS
 from .registry import get_cfg, list_models
 
 INFO_WIDTHS = (1.0, 0.5, 0.25, 0.1, 0.01, 0.001)
-
-
-def parse_widths(text: str) -> tuple[float, ...]:
-    """``"paper"`` (the paper's 31 widths) or a comma-separated list such as ``1,0.5,0.1``."""
-    if text == "paper":
-        return PAPER_WIDTHS
-    try:
-        return tuple(float(w) for w in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--widths takes 'paper' or numbers like 1,0.5,0.1; got {text!r}") from None
-
-
-def parse_bands(text: str) -> tuple[int, ...]:
-    """``--bands 3,2,1``: 0-based band indices into each image file."""
-    try:
-        return tuple(int(b) for b in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--bands takes 0-based indices like 3,2,1; got {text!r}") from None
-
-
-def parse_band_names(text: str) -> tuple[str, ...]:
-    """``--band-names B04,B03,B02``: the names of each image file's bands, in order."""
-    names = tuple(name.strip() for name in text.split(","))
-    if not all(names):
-        raise argparse.ArgumentTypeError(f"--band-names takes names like B04,B03,B02; got {text!r}")
-    return names
 
 
 def cmd_list(args: argparse.Namespace) -> int:

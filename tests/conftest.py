@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-# The Triton interpreter must be chosen before triton is first imported (KERNELS.md section 4).
+# The Triton interpreter must be chosen before triton is first imported (docs/kernels.md, testing).
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 

@@ -29,7 +29,7 @@ def test_flops_match_flop_counter_at_another_size():
 
 
 def test_vit_large_matches_paper_reference_values():
-    # SLIMMING.md section 4 quotes ViT-L/16 at 224 px with 12 bands: 124.0 GFLOP, s = 0.1 -> ~10.7 %.
+    # docs/slimming.md (Compute) quotes ViT-L/16 at 224 px with 12 bands: 124.0 GFLOP, s = 0.1 -> ~10.7 %.
     # SatMAE is RGB; 9 more bands add 2 * 196 patches * 9 * 16 * 16 * 1024 to the (unslimmed) stem.
     model = build_meta("satmae")
     extra = 2 * 196 * 9 * 16 * 16 * 1024

@@ -43,7 +43,7 @@ cat "$OUT/env.txt"
 if [ $GPU -eq 1 ]; then
   # the CUDA extension first: JIT build with ninja (cached for every later stage) and its self-test; a failed
   # build prints the compiler output into the stage's log
-  stage build_cuda 90 env MAX_JOBS=16 $PY -m slimkern.backends.cuda.build
+  stage build_cuda 90 env MAX_JOBS=16 $PY -m slimkern.backends.cuda.check
   SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   stage sanitizer 30 "$SANITIZER" --tool memcheck --error-exitcode 1 $PY -m benchmarks.gpu.cuda_sanitize
   # the tests that touch CUDA (CI runs the rest on CPU); the nvcc/SASS compile checks are CPU-side and run in CI

@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from .sweep import SUMMARY
+from .results import SUMMARY
 
 METRIC_LABELS = {"macro_accuracy": "macro accuracy", "macro_mAP": "macro mAP"}
 PROBE_LABELS = {"knn": "k-NN (k = 5)", "linear": "linear probe"}

@@ -20,6 +20,8 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+#: The sweep's summary file, which ``slimkern plot`` reads back.
+SUMMARY = "summary.json"
 SCORE_COLUMNS = ("scale", "metric", "seed")
 FLOPS_COLUMNS = ("model", "scale", "flops_SASF", "flops_SA", "flops_SF")
 MODE_COLUMNS = {"attn+ffn": "flops_SASF", "attn": "flops_SA", "ffn": "flops_SF"}

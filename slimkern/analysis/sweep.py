@@ -27,7 +27,6 @@ from .probes import PROBES, probe_metric
 from .redundancy import redundancy_measures
 
 PROGRESS = "progress.json"
-SUMMARY = "summary.json"
 
 
 def fingerprint(model: SlimModel, weights: str, data: ImageSet, widths: Sequence[float], mode: str,
@@ -164,4 +163,4 @@ def _write_results(out: Path, model: SlimModel, data: ImageSet, state: dict, wid
         table = state["scores"][probe]
         scores = {w: {s: table[width_key(w)][str(s)] for s in range(seeds)} for w in widths}
         results.write_scores(out / results.scores_filename(probe, len(data.classes), data.name), scores)
-    results.write_json(out / SUMMARY, summary)
+    results.write_json(out / results.SUMMARY, summary)

@@ -11,14 +11,13 @@ import warnings
 
 import torch
 
+from ..arguments import parse_widths
 from ..plan import PAPER_WIDTHS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..cli import parse_widths
-
     parser.add_argument("name", help="a registered model (see `slimkern list`)")
     parser.add_argument("--weights", default=None, help="official checkpoint (default: random weights, with a warning)")
     parser.add_argument("--host", default="127.0.0.1")

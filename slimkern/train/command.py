@@ -19,7 +19,7 @@ _DEFAULTS = TrainConfig()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..cli import parse_band_names, parse_bands
+    from ..arguments import parse_band_names, parse_bands
     from ..prepare import RAW_UNITS
 
     p.add_argument("name", help="registered model (see `slimkern list`)")

@@ -1,17 +1,5 @@
-"""Model families, one module each; importing a family module registers its models."""
+"""Model families, one module each; importing a family module registers its models.
 
-from . import (  # noqa: F401
-    baselines,
-    copernicus_fm,
-    croma,
-    dinov2,
-    dofa,
-    eurosat_vit,
-    panopticon,
-    prithvi,
-    satmae,
-    scalemae,
-    softcon,
-    ssl4eo,
-    terramind,
-)
+Nothing is imported here: :func:`slimkern.registry.get_cfg` imports a family when one of its models is first looked
+up (the registry's ``ZOO`` table says which module registers which name), so ``import slimkern`` stays cheap.
+"""

@@ -1,7 +1,7 @@
 """CROMA (Fuller et al., NeurIPS 2023): contrastive radar-optical masked autoencoders.
 
 Facts from the official code, ``antofuller/CROMA`` ``main_croma.py`` / ``use_croma.py`` (``PretrainedCROMA``,
-``ViT``, ``BaseTransformer``, ``BaseTransformerCrossAttn``, ``get_2dalibi``), MODELS.md section 4:
+``ViT``, ``BaseTransformer``, ``BaseTransformerCrossAttn``, ``get_2dalibi``):
 
 - three encoders: optical (Sentinel-2, 12 bands, ``depth`` layers), radar (Sentinel-1, 2 bands, ``depth / 2``)
   and joint (``depth / 2`` layers: self-attention on the radar tokens, cross-attention with queries from them and
@@ -39,7 +39,7 @@ from ..registry import CheckpointFormat, ModelCfg, register_model
 from ..spec import InputSpec, Source, cite
 
 #: Sentinel-2 bands of the optical encoder (L1C/L2A without the cirrus band B10). The order is not stated in the
-#: official code (MODELS.md open item 2): this is the SSL4EO-S12 order the pre-training data used, minus B10.
+#: official code (an open question): this is the SSL4EO-S12 order the pre-training data used, minus B10.
 OPTICAL_BANDS = S2_L2A_BANDS
 #: Sentinel-1 bands of the radar encoder (same caveat: SSL4EO-S12 order).
 RADAR_BANDS = ("VV", "VH")
@@ -363,7 +363,7 @@ _SPEC = InputSpec(
     pretraining_data="SSL4EO-S12 (Sentinel-1 GRD + Sentinel-2)",
     sources=cite(sensor=_README, units=_README, normalization=_README,
                  bands=Source("code", "antofuller/CROMA@59505a6b use_croma.py (band order not stated; the SSL4EO-S12 "
-                                      "order without B10 is assumed, MODELS.md open item 2)"),
+                                      "order without B10 is assumed: an open question)"),
                  image_size=_PAPER, patch_size=Source("code", "antofuller/CROMA@59505a6b use_croma.py (patch 8)"),
                  gsd_m=_PAPER, frames=_PAPER, pretraining_data=_PAPER),
 )

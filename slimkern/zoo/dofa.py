@@ -1,6 +1,6 @@
 """DOFA (Xiong et al., 2024): ViTs whose patch-embedding kernel is generated from the band wavelengths.
 
-Facts from the official code (MODELS.md section 5): ``zhu-xlab/DOFA`` ``dofa_v1.py@3c33a240`` (``OFAViT``),
+Facts from the official code: ``zhu-xlab/DOFA`` ``dofa_v1.py@3c33a240`` (``OFAViT``),
 ``dofa_v2.py@a414125a`` (``DOFAViT``), ``xiong-zhitong/DOFA-pytorch`` ``wave_dynamic_layer.py@5b629452``, and
 torchgeo 0.8.1 ``torchgeo/models/dofa.py`` (the class behind ``DOFABase16_Weights.DOFA_MAE``):
 
@@ -33,7 +33,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from ..bands import DOFA_README, ESA_S2, S2_L2A_BANDS, TERRATORCH_DOFA
@@ -42,6 +41,7 @@ from ..input_check import check_spectral_list, wavelength_values
 from ..model import SlimModel
 from ..registry import CheckpointFormat, ModelCfg, register_model
 from ..spec import Choice, InputSpec, Option, Source, cite
+from .pos_embed import resample_abs_pos_embed
 from .vit import ViTArch
 
 _META = {"device": "meta"}
@@ -364,54 +364,46 @@ _V1_DESCRIPTION = ("DOFA {size} v1 ViT-{short}/16, MAE-pretrained on SatlasPretr
                    "12 Sentinel-2 L2A bands by default, other wavelengths via wavelengths=[...] (micrometres); "
                    "flops() includes the kernel hypernetwork, which is cached per wavelength set")
 
-register_model(ModelCfg(
-    name="dofa_base",
-    aliases=("dofa_base_patch16_224",),
-    family="dofa",
-    model_cls=DOFA,
-    arch=DOFAArch(patch_size=16, dim=768, depth=12, num_heads=12),
-    description=_V1_DESCRIPTION.format(size="base", short="B"),
-    spec=_spec(16),
-    pooled=_V1_POOLED,
-    checkpoint=_V1_FORMAT,
-    weights_url="https://hf.co/torchgeo/dofa/resolve/b8db318b64a90b9e085ec04ba8851233c5893666/"
-                "dofa_base_patch16_224-a0275954.pth",
-    license=_LICENSE,
-    paper=_PAPER,
-))
 
-register_model(ModelCfg(
-    name="dofa_large",
-    aliases=("dofa_large_patch16_224",),
-    family="dofa",
-    model_cls=DOFA,
-    arch=DOFAArch(patch_size=16, dim=1024, depth=24, num_heads=16),
-    description=_V1_DESCRIPTION.format(size="large", short="L"),
-    spec=_spec(16),
-    pooled=_V1_POOLED,
-    checkpoint=_V1_FORMAT,
-    weights_url="https://hf.co/torchgeo/dofa/resolve/b8db318b64a90b9e085ec04ba8851233c5893666/"
-                "dofa_large_patch16_224-0ff904d3.pth",
-    license=_LICENSE,
-    paper=_PAPER,
-))
+def _register_v1(size: str, dim: int, depth: int, num_heads: int, file: str) -> None:
+    register_model(ModelCfg(
+        name=f"dofa_{size}",
+        aliases=(f"dofa_{size}_patch16_224",),
+        family="dofa",
+        model_cls=DOFA,
+        arch=DOFAArch(patch_size=16, dim=dim, depth=depth, num_heads=num_heads),
+        description=_V1_DESCRIPTION.format(size=size, short=size[0].upper()),
+        spec=_spec(16),
+        pooled=_V1_POOLED,
+        checkpoint=_V1_FORMAT,
+        weights_url=f"https://hf.co/torchgeo/dofa/resolve/b8db318b64a90b9e085ec04ba8851233c5893666/{file}",
+        license=_LICENSE,
+        paper=_PAPER,
+    ))
+
 
 _V2_POOLED = ("mean of the final-normed (model.norm) patch tokens; the official v2 code defines no classification "
               "output, this follows the DOFA global-pool convention")
 
-for _size, _dim, _depth, _heads in (("base", 768, 12, 12), ("large", 1024, 24, 16)):
+def _register_v2(size: str, dim: int, depth: int, num_heads: int) -> None:
     register_model(ModelCfg(
-        name=f"dofa_v2_{_size}",
+        name=f"dofa_v2_{size}",
         family="dofa",
         model_cls=DOFAv2,
-        arch=DOFAArch(patch_size=14, dim=_dim, depth=_depth, num_heads=_heads, layer_scale=True),
-        description=(f"DOFA v2 {_size} ViT-{_size[0].upper()}/14 (150 epochs): wavelength-conditioned patch "
+        arch=DOFAArch(patch_size=14, dim=dim, depth=depth, num_heads=num_heads, layer_scale=True),
+        description=(f"DOFA v2 {size} ViT-{size[0].upper()}/14 (150 epochs): wavelength-conditioned patch "
                      "embedding, learned positions, LayerScale; 12 Sentinel-2 L2A bands by default, other "
                      "wavelengths via wavelengths=[...] (micrometres); flops() includes the kernel hypernetwork"),
         spec=_spec(14),
         pooled=_V2_POOLED,
         checkpoint=_V2_FORMAT,
-        weights_url=f"https://huggingface.co/earthflow/DOFA/resolve/main/dofav2_vit_{_size}_e150.pth",
+        weights_url=f"https://huggingface.co/earthflow/DOFA/resolve/main/dofav2_vit_{size}_e150.pth",
         license=_LICENSE,
         paper=_PAPER,
     ))
+
+
+_register_v1("base", 768, 12, 12, "dofa_base_patch16_224-a0275954.pth")
+_register_v1("large", 1024, 24, 16, "dofa_large_patch16_224-0ff904d3.pth")
+_register_v2("base", 768, 12, 12)
+_register_v2("large", 1024, 24, 16)

@@ -24,3 +24,12 @@ def sincos_2d(dim: int, grid_h: int, grid_w: int, scale: float | torch.Tensor = 
                                 indexing="ij")
     cols, rows = cols.reshape(-1) * scale, rows.reshape(-1) * scale
     return torch.cat([sincos_1d(dim // 2, cols), sincos_1d(dim // 2, rows)], dim=1)
+
+
+def resample_abs_pos_embed(pos: torch.Tensor, grid: list[int], **kwargs) -> torch.Tensor:
+    """timm's ``resample_abs_pos_embed`` (learned positions are resampled exactly as the official timm models do),
+    imported on first use: importing ``timm.layers`` takes seconds (it loads torchvision and torch._dynamo), and a
+    model needs it only to run at another image size than its native one."""
+    from timm.layers import resample_abs_pos_embed as timm_resample
+
+    return timm_resample(pos, grid, **kwargs)

@@ -1,7 +1,7 @@
 """SSL4EO-S12 (Wang et al., IEEE GRSM 2023): ViT-S/16 encoders pretrained on Sentinel-2 L1C (13 bands) with
 MoCo-v3, DINO and MAE.
 
-Facts from the official code, ``zhu-xlab/SSL4EO-S12`` (MODELS.md section 8 at ``2156913c``; re-read for this
+Facts from the official code, ``zhu-xlab/SSL4EO-S12`` (read at ``2156913c``; re-read for this
 module at ``1dc0c831``: ``transfer_classification/models/moco_v3/vits.py``, ``linear_BE_dino.py``,
 ``models/dino/utils.py``):
 
@@ -31,13 +31,12 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from timm.layers import resample_abs_pos_embed
 
 from ..bands import ESA_S2, S2_BANDS
 from ..registry import CheckpointFormat, ModelCfg, register_model
 from ..spec import InputSpec, Source, cite
 from .dinov2 import interpolate_pos_embed
-from .pos_embed import sincos_1d, sincos_2d
+from .pos_embed import resample_abs_pos_embed, sincos_1d, sincos_2d
 from .vit import ViT, ViTArch
 
 #: Sentinel-2 L1C, all 13 bands in the SSL4EO-S12 order.

@@ -12,13 +12,13 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from ..blocks import BlockSpec
 from ..flops import patch_embed_flops
 from ..model import SlimModel
 from ..registry import ModelCfg
+from .pos_embed import resample_abs_pos_embed
 
 
 @dataclass(frozen=True)

@@ -95,17 +95,18 @@ def test_build_failure_reports_the_log(pretend_gpu, monkeypatch, tmp_path):
 
 
 def test_build_command_prints_the_verdict_and_the_compiler_output(monkeypatch, tmp_path, capsys):
-    """``python -m slimkern.backends.cuda.build`` (the GPU check's first stage) shows why a build failed."""
-    import slimkern.backends
+    """``python -m slimkern.backends.cuda.check`` (the GPU check's first stage) shows why a build failed."""
+    from slimkern.backends import registry
+    from slimkern.backends.cuda import check
 
     log = tmp_path / "build.log"
     log.write_text("attention.cu(12): error: identifier undefined")
-    monkeypatch.setattr(slimkern.backends, "list_backends",
+    monkeypatch.setattr(registry, "list_backends",
                         lambda: {"cuda": f"the CUDA extension failed to build (log: {log})"})
-    assert build.main() == 1
+    assert check.main() == 1
     assert capsys.readouterr().out.splitlines()[1] == "attention.cu(12): error: identifier undefined"
-    monkeypatch.setattr(slimkern.backends, "list_backends", lambda: {"cuda": None})
-    assert build.main() == 0
+    monkeypatch.setattr(registry, "list_backends", lambda: {"cuda": None})
+    assert check.main() == 0
 
 
 def test_failed_self_test_makes_auto_fall_through(pretend_gpu, monkeypatch):

@@ -154,7 +154,7 @@ def test_flops_match_flop_counter(mae, dino, name, width, size):
 
 def test_full_size_compute():
     mae, dino = build_meta("mae_vitb16"), build_meta("dinov2_vitb14")
-    # SLIMMING.md section 4: ViT-B/16 at 224 px with 12 bands is 35.8 GFLOP and s = 0.1 gives ~12.1 %;
+    # docs/slimming.md (Compute): ViT-B/16 at 224 px with 12 bands is 35.8 GFLOP and s = 0.1 gives ~12.1 %;
     # the RGB model has 9 bands fewer in its unslimmed stem (2 * 196 patches * 9 * 16 * 16 * 768)
     extra = 2 * 196 * 9 * 16 * 16 * 768
     assert (mae.flops() + extra) / 1e9 == pytest.approx(35.8, rel=0.01)

@@ -211,8 +211,8 @@ def test_full_size_relative_compute():
     assert model.flops() / 1e9 == pytest.approx(36.60, abs=0.01)
     rel = [model.relative_flops(w) for w in (1.0, 0.5, 0.25, 0.1, 0.001)]
     assert rel == sorted(rel, reverse=True)
-    # SLIMMING.md measured DOFA-base at 0.5 / 0.25 / 0.1 / 0.001: 52.1 / 28.2 / 13.6 / 4.78 % (band count not
-    # stated; these are 12 bands, hypernetwork included -- without it 0.001 would give 3.2 %)
+    # docs/slimming.md (Compute): DOFA-base measured at 0.5 / 0.25 / 0.1 / 0.001: 52.1 / 28.2 / 13.6 / 4.78 % (band
+    # count not stated; these are 12 bands, hypernetwork included -- without it 0.001 would give 3.2 %)
     for got, paper in zip(rel[1:], (0.521, 0.282, 0.136, 0.0478), strict=True):
         assert got == pytest.approx(paper, abs=0.006)
     assert 0.62 < model.relative_flops(0.001, mode="attn") < 0.72

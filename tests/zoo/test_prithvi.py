@@ -114,7 +114,7 @@ def test_parameter_count_matches_spec(name):
 def test_official_full_size_file_matches_the_model(name):
     model = build_meta(name)
     file = official_file(name, model.cfg.arch, lambda key, shape: torch.empty(shape, device="meta"))
-    if name == "prithvi_eo_v2_300":  # MODELS.md appendix: a third-party audit of the real file
+    if name == "prithvi_eo_v2_300":  # a third-party audit of the real file
         assert sum(k.startswith("encoder.") for k in file) == 294 and sum(k.startswith("decoder.") for k in file) == 104
     state = model.convert_checkpoint(unwrap_state_dict(file, model.cfg.checkpoint))
     check_state_dict(state, {k: p.shape for k, p in model.named_parameters()}, name)  # raises on any mismatch
@@ -334,7 +334,7 @@ def test_full_size_compute():
     big = build_meta("prithvi_eo_v2_600")  # FLOPs default to the 4 pre-training frames: 1025 tokens
     assert big.num_tokens(224, 224) == 1 + 4 * 256
     rel = [big.relative_flops(w) for w in (1.0, 0.5, 0.1, 0.001)]
-    # SLIMMING.md: the paper's smallest budget for the 600M is 0.78 %
+    # docs/slimming.md (Compute): the paper's smallest budget for the 600M is 0.78 %
     assert rel == sorted(rel, reverse=True) and rel[-1] == pytest.approx(0.0078, abs=0.0001)
     assert build_meta("prithvi_eo_v2_600", num_frames=1).relative_flops(0.001) == pytest.approx(0.0074, abs=0.0002)
 

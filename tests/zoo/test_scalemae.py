@@ -55,7 +55,7 @@ def images(model):
 def official_container(state: dict) -> dict:
     """What Scale-MAE's ``misc.save_model`` writes: encoder + decoder + FPN/FCN heads under 'model'.
 
-    The non-encoder keys use the prefixes of MODELS.md section 3 (their inner names and shapes were not
+    The non-encoder keys use the prefixes of the official code (their inner names and shapes were not
     derived there; the sub-names below are placeholders under the real prefixes).
     """
     extra = {"mask_token": [1, 1, 512], "mask_token_decoder": [1, 1, 512], "decoder_embed.weight": [512, 128],

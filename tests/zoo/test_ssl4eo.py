@@ -260,7 +260,7 @@ def test_flops_match_flop_counter(models, mode, width, size):
 
 
 def test_full_size_compute_matches_paper_reference():
-    # SLIMMING.md section 4: ViT-S/16 at 224 px with 12 bands is 9.5 GFLOP, and s = 0.1 gives ~14.1 %;
+    # docs/slimming.md (Compute): ViT-S/16 at 224 px with 12 bands is 9.5 GFLOP, and s = 0.1 gives ~14.1 %;
     # SSL4EO has 13 bands, one more band in the unslimmed stem (2 * 196 patches * 16 * 16 * 384)
     model = build_meta("ssl4eo_vits16_moco")
     band = 2 * 196 * 16 * 16 * 384

@@ -231,7 +231,7 @@ def test_flops_match_flop_counter(source, width, size, mode):
 @pytest.mark.parametrize(("name", "gflops", "rel_at_01"), [("terramind_base", 35.8, 0.121),
                                                            ("terramind_large", 124.0, 0.107)])
 def test_full_size_compute(name, gflops, rel_at_01):
-    # SLIMMING.md section 4: ViT-B/16 (L/16) at 224 px, 12 bands: 35.8 (124.0) GFLOP, s = 0.1 -> ~12.1 (10.7) %.
+    # docs/slimming.md (Compute): ViT-B/16 (L/16) at 224 px, 12 bands: 35.8 (124.0) GFLOP, s = 0.1 -> ~12.1 (10.7) %.
     # TerraMind has 196 tokens (no class token) and a SwiGLU FFN with as many MACs as the 4D GELU one.
     model = build_meta(name)
     arch = model.cfg.arch

@@ -155,19 +155,3 @@ def extension() -> ModuleType:
         _build_error = str(exc)
         raise
     return _loaded
-
-
-def main() -> int:
-    """``python -m slimkern.backends.cuda.build``: build (or load) the extension and self-test it; print the verdict,
-    and after a failed build the compiler output. Exit status 1 when the ``cuda`` backend is unavailable."""
-    from slimkern.backends import list_backends
-
-    why = list_backends()["cuda"]
-    print(why or "cuda backend: built and validated")
-    if why and "(log: " in why:
-        print(Path(why.split("(log: ", 1)[1].rstrip(")")).read_text())
-    return 1 if why else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
