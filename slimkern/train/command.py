@@ -63,10 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--bands", type=parse_bands, default=None, help="0-based band indices to take, e.g. 3,2,1")
     p.add_argument("--band-names", type=parse_band_names, default=None,
-                   help="names of the stored bands in file order (JPEG/PNG: R,G,B); the model's bands are then "
-                        "selected and ordered by name")
-    p.add_argument("--units", choices=RAW_UNITS, default=None,
-                   help="what the stored values are (default: the model's unit, e.g. DN for 8-bit pixels)")
+                   help="names of the stored bands in file order, e.g. B01,...,B12 (JPEG/PNG: R,G,B)")
+    p.add_argument("--units", choices=RAW_UNITS, default=None, help="what the stored values are (default: the "
+                   "model's unit)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,8 +8,7 @@
   Every listed image must exist in ``DIR``, so a wrong folder cannot silently leak held-out images.
 
 Pixels go through the same path as the width sweep's features (:func:`~slimkern.analysis.datasets.model_batches`:
-band selection by index or name, unit scaling and normalisation through ``model.prepare``, resize to the model's
-size), then float16.
+band names and selection, resize to the model's size, ``model.prepare``: units and normalisation), then float16.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from ..analysis.datasets import (
     model_batches,
     multilabel_dataset,
     read_image,
+    stored_bands,
 )
 from ..model import SlimModel
 
@@ -65,7 +65,7 @@ def unlabelled_dataset(root: str | Path) -> ImageSet:
     if not files:
         raise DataError(f"{root} holds no images (suffixes {', '.join(IMAGE_SUFFIXES)})")
     return ImageSet(name=root.resolve().name, classes=(), labels=np.zeros(len(files), dtype=np.int64),
-                    items=[str(f) for f in files], read=lambda i: read_image(files[i]))
+                    items=[str(f) for f in files], read=lambda i: read_image(files[i]), bands=stored_bands(files))
 
 
 def read_exclude_list(path: str | Path) -> list[str]:
@@ -122,7 +122,7 @@ def load_training_data(model: SlimModel, root: str | Path, *, labelled: bool = T
     if need > MAX_CACHE_BYTES:
         raise DataError(f"{len(indices)} images of {bands_n} x {size} x {size} need {need / 2**30:.1f} GiB in "
                         f"memory (limit {MAX_CACHE_BYTES / 2**30:.0f} GiB); train on fewer images")
-    chunks = [p.x.to("cpu", torch.float16) for p in model_batches(data, model, batch_size, indices=indices.tolist(),
+    chunks = [b.x.to("cpu", torch.float16) for b in model_batches(data, model, batch_size, indices=indices.tolist(),
                                                                    bands=bands, band_names=band_names, units=units)]
     labels = None
     if labelled or labels_file is not None:
