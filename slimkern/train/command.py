@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..plan import MODES
-from .step import DISTILL_TARGETS, OBJECTIVES, PRECISIONS, TRAINING_BACKEND, LossConfig
+from .step import DISTILL_SOURCES, DISTILL_TARGETS, OBJECTIVES, PRECISIONS, TRAINING_BACKEND, LossConfig
 from .trainer import CHECKPOINT, TrainConfig
 
 _DEFAULTS = TrainConfig()
@@ -35,6 +35,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="full width learns the labels, or the frozen original model's embedding (label-free)")
     p.add_argument("--distill", choices=DISTILL_TARGETS, default="embedding",
                    help="what smaller widths learn of the full width: embedding (cosine), logits (KL) or both")
+    p.add_argument("--distill-from", choices=DISTILL_SOURCES, default="full",
+                   help="whom smaller widths imitate: the full width of the same step (in-place) or the frozen "
+                        "original model's full-width embedding (needs --distill embedding)")
+    p.add_argument("--anchor", type=float, default=0.0,
+                   help="supervised: weight of the full width's cosine distance to the frozen original model's "
+                        "embedding, added to the labels' loss (keeps the full width near the starting checkpoint)")
+    p.add_argument("--full-weight", type=float, default=1.0,
+                   help="multiplies the full width's loss (each smaller width's weight is 1)")
     p.add_argument("--temperature", type=float, default=1.0, help="KL temperature of logit distillation")
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--min-width", type=float, default=_DEFAULTS.min_width, help="smallest width trained every step")
@@ -68,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    loss = LossConfig(objective=args.objective, distill=args.distill, temperature=args.temperature,
+    loss = LossConfig(objective=args.objective, distill=args.distill, distill_from=args.distill_from,
+                      anchor=args.anchor, full_weight=args.full_weight, temperature=args.temperature,
                       label_smoothing=args.label_smoothing, precision=args.precision, mode=args.mode)
     config = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, head_lr=args.head_lr,
                          weight_decay=args.weight_decay, warmup_steps=args.warmup, min_width=args.min_width,

@@ -36,7 +36,7 @@ class SlimmableModule(pl.LightningModule):
         model: loaded with ``backend="torch"``.
         config: the recipe (``steps`` and ``warmup_steps`` set the schedule; data-side fields are unused).
         num_classes: classes of the labels (supervised); ``None`` for self-distillation.
-        teacher: the frozen original model (self-distillation).
+        teacher: the frozen original model (self-distillation, ``anchor > 0``, ``distill_from='original'``).
         weights: the official checkpoint ``model`` came from: only parameters it holds are trained, so the
             result can be written back in its layout (``None``: train every parameter).
     """

@@ -22,6 +22,7 @@ from .losses import cosine_distillation, kl_distillation, label_loss
 
 OBJECTIVES = ("supervised", "self-distill")
 DISTILL_TARGETS = ("embedding", "logits", "both")
+DISTILL_SOURCES = ("full", "original")
 PRECISIONS = ("fp32", "bf16")
 TRAINING_BACKEND = "torch"
 
@@ -54,6 +55,16 @@ class LossConfig:
     objective: str = "supervised"
     #: what the smaller widths imitate of the full width: "embedding" (cosine), "logits" (KL) or "both".
     distill: str = "embedding"
+    #: whom the smaller widths imitate: "full" (in-place distillation: the full width's detached output of the
+    #: same step, US-Nets) or "original" (the frozen original model's full-width embedding: a target that
+    #: does not drift while the shared weights change; embedding only, the original has no head).
+    distill_from: str = "full"
+    #: supervised: weight of an extra full-width term ``1 - cos(full width, frozen original)`` that keeps the
+    #: full width's embedding (what k-NN reads) near the starting checkpoint's; 0 = labels only.
+    anchor: float = 0.0
+    #: the full width's loss is multiplied by this, each smaller width's by 1: with n smaller widths, n gives
+    #: the full width as much gradient as all of them together (it shares every weight they train).
+    full_weight: float = 1.0
     temperature: float = 1.0
     label_smoothing: float = 0.1
     #: "bf16": forward passes under bfloat16 autocast (CPU with avx512_bf16 / AMX, or CUDA); weights stay fp32.
@@ -63,6 +74,7 @@ class LossConfig:
     def __post_init__(self) -> None:
         for name, value, allowed in (("objective", self.objective, OBJECTIVES),
                                      ("distill", self.distill, DISTILL_TARGETS),
+                                     ("distill_from", self.distill_from, DISTILL_SOURCES),
                                      ("precision", self.precision, PRECISIONS)):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, allowed))}")
@@ -70,10 +82,27 @@ class LossConfig:
         if self.objective == "self-distill" and self.distill != "embedding":
             raise ValueError(f"self-distillation has no labels and so no head or logits: use distill='embedding', "
                              f"got {self.distill!r}")
+        if self.distill_from == "original" and self.distill != "embedding":
+            raise ValueError(f"distilling from the original model needs distill='embedding' (the original has no "
+                             f"classifier head, so no logits), got {self.distill!r}")
+        if self.objective == "self-distill" and self.anchor:
+            raise ValueError("anchor adds the original model's embedding to the labels of supervised training; "
+                             "self-distillation already learns only that embedding: leave anchor at 0")
+        for name in ("anchor", "full_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    math.isfinite(value) and value >= (0 if name == "anchor" else 1e-12)):
+                raise ValueError(f"{name} must be a finite number {'>= 0' if name == 'anchor' else '> 0'}, "
+                                 f"got {value!r}")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether a loss reads the frozen original model."""
+        return self.objective == "self-distill" or self.distill_from == "original" or self.anchor > 0
 
 
 class SandwichStep(nn.Module):
@@ -96,9 +125,10 @@ class SandwichStep(nn.Module):
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
         else:
-            if teacher is None:
-                raise ValueError("self-distillation needs the frozen original model as teacher")
             self.head = None
+        if config.needs_teacher and teacher is None:
+            raise ValueError("self-distillation, anchor > 0 and distill_from='original' need the frozen original "
+                             "model as teacher")
         self.teacher = teacher
         if teacher is not None:
             teacher.requires_grad_(False)
@@ -112,34 +142,42 @@ class SandwichStep(nn.Module):
                      ) -> Iterator[tuple[float, torch.Tensor, dict[str, float]]]:
         """``(width, loss, parts)`` for each width of ``widths``, whose first entry must be 1.0 (the target).
 
-        The full width learns the labels (or the teacher's embedding); every other width learns the full
-        width's detached embedding and/or logits.
+        The full width learns the labels (plus ``anchor`` x its distance to the teacher) or the teacher's
+        embedding; every other width learns the full width's detached embedding and/or logits, or the
+        teacher's embedding (``distill_from="original"``). ``parts`` are the unweighted loss terms; ``loss``
+        is their weighted sum, times ``full_weight`` for the full width.
         """
         if not widths or widths[0] != 1.0:
             raise ValueError(f"a sandwich starts with the full width 1.0 (the distillation target), got {widths}")
         cfg, multilabel = self.config, labels is not None and labels.dim() == 2
-        target_emb = target_logits = None
+        teacher_emb = target_emb = target_logits = None
+        if cfg.needs_teacher:
+            with torch.no_grad(), self._autocast():
+                teacher_emb = self.teacher.run(x, 1.0, mode=cfg.mode)
         for width in widths:
             with self._autocast():
                 emb = training_forward(self.model, x, width, cfg.mode)
                 logits = self.head(emb) if self.head is not None else None
-            parts = {}
+            parts, weights = {}, {}
             if width == 1.0 and target_emb is None:
                 if cfg.objective == "supervised":
                     if labels is None:
                         raise ValueError("supervised training needs labels for every batch")
                     parts["labels"] = label_loss(logits, labels, cfg.label_smoothing)
+                    if cfg.anchor:
+                        parts["anchor"], weights["anchor"] = cosine_distillation(emb, teacher_emb), cfg.anchor
                 else:
-                    with torch.no_grad(), self._autocast():
-                        teacher_emb = self.teacher.run(x, 1.0, mode=cfg.mode)
                     parts["teacher"] = cosine_distillation(emb, teacher_emb)
                 target_emb, target_logits = emb.detach(), None if logits is None else logits.detach()
+                scale = cfg.full_weight
             else:
                 if cfg.distill in ("embedding", "both"):
-                    parts["embedding"] = cosine_distillation(emb, target_emb)
+                    source = teacher_emb if cfg.distill_from == "original" else target_emb
+                    parts["embedding"] = cosine_distillation(emb, source)
                 if cfg.distill in ("logits", "both"):
                     parts["logits"] = kl_distillation(logits, target_logits, cfg.temperature, multilabel)
-            loss = sum(parts.values())
+                scale = 1.0
+            loss = scale * sum(weights.get(name, 1.0) * part for name, part in parts.items())
             yield width, loss, {k: float(v.detach()) for k, v in parts.items()}
 
 

@@ -101,7 +101,7 @@ class Trainer:
                              "objective 'self-distill'")
         self.frozen = prepare_model(model, weights)
         teacher = None
-        if config.loss.objective == "self-distill":
+        if config.loss.needs_teacher:
             teacher = slimkern.load(model.cfg.name, weights=weights, device=model.device, dtype=model.dtype,
                                     backend=TRAINING_BACKEND, **_arch_overrides(model))
         num_classes = len(data.classes) if data.labels is not None else None

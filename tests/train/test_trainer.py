@@ -109,6 +109,8 @@ def test_data_errors_are_clear(files, tmp_path):
     (["--min-width", "0"], r"must lie in \(0, 1\]"),
     (["--min-width", "1.5"], r"must lie in \(0, 1\]"),
     (["--objective", "self-distill", "--distill", "logits"], "self-distillation has no labels"),
+    (["--distill-from", "original", "--distill", "both"], "original model needs distill='embedding'"),
+    (["--full-weight", "-2"], "full_weight must be a finite number > 0"),
 ])
 def test_cli_errors(files, tmp_path, capsys, args, message):
     argv = ["train", "vit_tiny_eurosat", "--weights", str(WEIGHTS), "--data", str(files[1]), "--out", str(tmp_path)]
