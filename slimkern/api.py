@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 import warnings
 from collections.abc import Mapping
@@ -12,13 +14,15 @@ import torch
 from .backends import select_backend
 from .checkpoints import check_state_dict, read_checkpoint, unwrap_state_dict
 from .model import SlimModel
+from .plan import is_real_number
 from .registry import ModelCfg, get_cfg
 
 RANDOM_SEED = 0
 
 
 def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, device: str | torch.device = "cpu",
-         dtype: torch.dtype = torch.float32, backend: str = "auto", **arch_overrides) -> SlimModel:
+         dtype: torch.dtype = torch.float32, backend: str = "auto", max_tokens: int | None = None,
+         **arch_overrides) -> SlimModel:
     """Build the registered model ``name`` with one stored copy of its weights.
 
     Args:
@@ -29,6 +33,8 @@ def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, devic
             pretrained meaning).
         device, dtype: where and in which floating dtype the weights live and the model runs.
         backend: ``"auto"`` (best available for the device) or ``"torch"``, ``"triton"``, ``"cuda"``.
+        max_tokens: most tokens one input image may make (default: 8x the native input's; see
+            :attr:`SlimModel.max_tokens`); larger images are refused before any work.
         **arch_overrides: fields of the family's architecture to replace (e.g. ``depth=2``), as
             timm's ``create_model(**kwargs)``; mainly for tests and small experiments.
 
@@ -36,6 +42,7 @@ def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, devic
         ValueError: unknown model or backend, a checkpoint with missing, unexpected or mis-shaped
             encoder keys (all listed), a file that is not a state dict.
         TypeError: ``dtype`` not a floating dtype, unknown architecture fields.
+        ValueError: an architecture override out of range (``depth=0``, ``mlp_ratio=-1``, ...), an unknown device.
 
     >>> model = slimkern.load("satmae", weights="fmow_pretrain.pth")    # doctest: +SKIP
     >>> model.run(x, width=0.1).shape                                    # doctest: +SKIP
@@ -44,7 +51,7 @@ def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, devic
     cfg = _cfg_with(name, arch_overrides)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float32, torch.bfloat16), got {dtype!r}")
-    device = torch.device(device)
+    device = _device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but PyTorch sees no CUDA GPU; use device='cpu'")
     select_backend(backend, device, dtype)  # refuse an impossible backend before any work
@@ -64,6 +71,8 @@ def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, devic
         model.load_state_dict(state, strict=True, assign=True)
     model.to(device=device, dtype=dtype)
     model.backend_name = backend
+    if max_tokens is not None:
+        model.max_tokens = max_tokens
     return model.eval()
 
 
@@ -82,4 +91,34 @@ def _cfg_with(name: str, arch_overrides: dict) -> ModelCfg:
     unknown = sorted(set(arch_overrides) - fields)
     if unknown:
         raise TypeError(f"{name}: unknown architecture fields {unknown}; valid fields: {sorted(fields)}")
-    return dataclasses.replace(cfg, arch=dataclasses.replace(cfg.arch, **arch_overrides))
+    checked = {field: _arch_value(name, field, getattr(cfg.arch, field), value)
+               for field, value in arch_overrides.items()}
+    return dataclasses.replace(cfg, arch=dataclasses.replace(cfg.arch, **checked))
+
+
+def _arch_value(name: str, field: str, registered: object, value: object) -> object:
+    """An architecture override checked against the kind of the registered value: booleans stay booleans, sizes
+    whole numbers >= 1 (>= 0 where the registered value is 0), ratios and epsilons positive finite numbers.
+    numpy scalars become Python numbers; other kinds (tuples, dicts) are left to the family's own checks."""
+    if isinstance(registered, bool):
+        if not isinstance(value, bool) and type(value).__name__ != "bool_":
+            raise TypeError(f"{name}: {field} must be True or False, got {value!r}")
+        return bool(value)
+    if isinstance(registered, int):
+        low = min(1, registered)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"{name}: {field} must be a whole number >= {low}, got {value!r}")
+        return int(value)
+    if isinstance(registered, float):
+        if not is_real_number(value) or not math.isfinite(value) or value < 0 or (value == 0 and registered > 0):
+            kind = "positive" if registered > 0 else "non-negative"
+            raise ValueError(f"{name}: {field} must be a {kind} finite number, got {value!r}")
+        return float(value)
+    return value
+
+
+def _device(device: str | torch.device) -> torch.device:
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None

@@ -9,6 +9,8 @@ the public API and the input checks live here. A family with several encoders (C
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +23,38 @@ from .plan import SlimPlan, check_mode, check_width, make_plan
 from .registry import ModelCfg
 
 OUTPUTS = ("pooled", "tokens")
+#: Default token limit per image: this many times the token count of the model's native input (see
+#: :attr:`SlimModel.max_tokens`); 8x the tokens is an image of about 2.8x the native side.
+MAX_TOKENS_FACTOR = 8
+
+
+class NonFiniteOutputError(ValueError):
+    """Finite inputs whose embedding came out NaN or Inf (an overflow inside the model). ``output`` holds the
+    computed tensor, so that a server can still answer the requests merged into the same batch whose rows are fine.
+    """
+
+    def __init__(self, message: str, output: torch.Tensor) -> None:
+        super().__init__(message)
+        self.output = output
+
+
+def check_finite_output(name: str, x: torch.Tensor, out: torch.Tensor) -> None:
+    """Raise :class:`NonFiniteOutputError` naming the images whose output is not finite.
+
+    Why the output and not a bound on the input: where a finite input overflows depends on the model, its weights
+    and its dtype (float16 activations overflow at 65504, float32 ones near 3e38), so no input bound is both safe
+    and never wrong; one pass over the output catches every overflow, at a small fraction of the model's compute.
+    """
+    finite = torch.isfinite(out.reshape(out.shape[0], -1)).all(dim=1)
+    if bool(finite.all()):
+        return
+    rows = (~finite).nonzero().flatten().tolist()
+    shown = f"{rows[:8]}" + (f" and {len(rows) - 8} more" if len(rows) > 8 else "")
+    largest = float(x.detach().abs().amax()) if x.numel() else 0.0
+    raise NonFiniteOutputError(
+        f"{name}: the embedding of image(s) {shown} of {out.shape[0]} is not finite (NaN/Inf) although the input "
+        f"is: values overflowed {str(out.dtype).removeprefix('torch.')} inside the model (largest |x| "
+        f"{largest:.3g}); send normalised inputs (model.normalize) of moderate size", out)
 
 
 @dataclass(frozen=True)
@@ -73,6 +107,7 @@ class SlimModel(nn.Module):
         self.norm = norm_params(dim) if final_norm else None
         self._block_dims = tuple((s.num_heads, s.head_dim, s.mlp_hidden) for s in block_specs)
         self.backend_name = "auto"
+        self._max_tokens: int | None = None
 
     # -- what a family provides -------------------------------------------------------------------
     def embed(self, x: torch.Tensor, **inputs) -> torch.Tensor:
@@ -84,6 +119,11 @@ class SlimModel(nn.Module):
         token per ``cfg.arch.patch_size`` patch)."""
         p = self.cfg.arch.patch_size
         return self.num_prefix_tokens + (height // p) * (width // p)
+
+    def input_tokens(self, shape: Sequence[int]) -> int:
+        """Tokens one image of an input of ``shape`` makes (default: :meth:`num_tokens` of its last two sides;
+        families whose token count depends on more, e.g. frames, override it)."""
+        return self.num_tokens(shape[-2], shape[-1])
 
     def stem_flops(self, height: int, width: int) -> int:
         """FLOPs of the (unslimmed) stem for one image."""
@@ -143,6 +183,34 @@ class SlimModel(nn.Module):
         """The backend that runs the blocks for the model's current device and dtype."""
         return select_backend(self.backend_name, self.device, self.dtype)
 
+    @property
+    def max_tokens(self) -> int:
+        """Most tokens one image may make; larger inputs are refused from their shape, before any work (compute
+        and memory grow with the square of the token count). Default: ``MAX_TOKENS_FACTOR`` (8) times the tokens
+        of the native input; set it (or ``slimkern.load(..., max_tokens=N)``) to change it."""
+        if self._max_tokens is not None:
+            return self._max_tokens
+        return MAX_TOKENS_FACTOR * self.num_tokens(self.cfg.arch.img_size, self.cfg.arch.img_size)
+
+    @max_tokens.setter
+    def max_tokens(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"max_tokens must be a positive whole number, got {value!r}")
+        self._max_tokens = int(value)
+
+    def check_token_count(self, shape: Sequence[int]) -> None:
+        """Raise ``ValueError`` if one image of an input of ``shape`` makes more than :attr:`max_tokens` tokens."""
+        tokens = self.input_tokens(shape)
+        if tokens > self.max_tokens:
+            size = f"{shape[-2]}x{shape[-1]} px"
+            if len(shape) == 5:
+                size = f"{shape[2]} frames of {size}"
+            native = self.cfg.arch.img_size
+            raise ValueError(f"{self.cfg.name}: an image of {size} makes {tokens} tokens, over this model's limit "
+                             f"of {self.max_tokens} tokens per image (max_tokens; the native {native} px input "
+                             f"makes {self.num_tokens(native, native)}); send smaller images or tiles, or raise the "
+                             "limit: slimkern.load(..., max_tokens=N) or slimkern serve --max-tokens N")
+
     # -- the public API --------------------------------------------------------------------------
     def plan(self, width: float = 1.0, mode: str = "attn+ffn") -> SlimPlan:
         """Per-block ``d_k'`` and ``d_h'`` at ``width`` (paper rule ``max(1, int(width * d))``)."""
@@ -165,7 +233,9 @@ class SlimModel(nn.Module):
         self._check_call(x, output, inputs)
         backend = self.backend
         with torch.no_grad():
-            return self.encode(x, width, mode, output, backend, **inputs)
+            out = self.encode(x, width, mode, output, backend, **inputs)
+        check_finite_output(self.cfg.name, x, out)
+        return out
 
     forward = run
 
@@ -178,7 +248,9 @@ class SlimModel(nn.Module):
         check_mode(mode)
         self._check_call(x, output, inputs)
         with torch.no_grad():
-            return self.encode(x.to(dtype), width, mode, output, REFERENCE, **inputs)
+            out = self.encode(x.to(dtype), width, mode, output, REFERENCE, **inputs)
+        check_finite_output(self.cfg.name, x, out)
+        return out
 
     def encode(self, x: torch.Tensor, width: float, mode: str, output: str, blocks: Backend, **inputs
                ) -> torch.Tensor:
@@ -216,7 +288,10 @@ class SlimModel(nn.Module):
         with torch.no_grad():
             stem = self.embed(x, **inputs)
             bias = self.attention_bias(x.shape[-2], x.shape[-1], x.dtype)
-            return {w: self._encode_stem(stem, self.plan(w, mode), bias, output, backend) for w in widths}
+            outs = {w: self._encode_stem(stem, self.plan(w, mode), bias, output, backend) for w in widths}
+        for out in outs.values():
+            check_finite_output(self.cfg.name, x, out)
+        return outs
 
     def validate(self, x: torch.Tensor, width: float = 1.0, *, mode: str = "attn+ffn", output: str = "pooled",
                  **inputs) -> ValidationReport:
@@ -269,7 +344,9 @@ class SlimModel(nn.Module):
     def _image_size(self, image_size: int | tuple[int, int] | None) -> tuple[int, int]:
         if image_size is None:
             image_size = self.cfg.arch.img_size
-        height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if isinstance(image_size, numbers.Integral):
+            image_size = (image_size, image_size)
+        height, width = (int(side) for side in image_size)
         self.check_image_size(height, width)
         return height, width
 
@@ -301,6 +378,7 @@ class SlimModel(nn.Module):
             raise TypeError(f"{self.cfg.name} {takes}; got unexpected {', '.join(unknown)}")
         self._check_tensor(x)
         self.check_image_size(x.shape[-2], x.shape[-1])
+        self.check_token_count(x.shape)
         if not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).sum())
             raise ValueError(f"{self.cfg.name}: x contains {bad} NaN or Inf values; clean or mask the input first")

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             batches = tuple(int(b) for b in args.profile_batches.split(","))
             print(f"measuring a latency profile (batches {batches}, {len(engine.widths)} widths) ...", flush=True)
-            engine.profile(batches)
+            engine.profile(batches, progress=True)
             engine.save_profile(args.profile)
     app = create_app(engine, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                      max_body_bytes=int(args.max_body_mb * 2**20), workers=args.workers)
