@@ -74,16 +74,22 @@ def main(argv: list[str] | None = None) -> int:
     return run(args)
 
 
+def sample_batch(text: str) -> int:
+    """``--batch``: 1 to 10 images (the shipped sample has 10)."""
+    if not text.isdigit() or not 1 <= int(text) <= 10:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 10 (the shipped sample has 10 images), "
+                                         f"got {text!r}")
+    return int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="satmae", help="registered model name (default: satmae)")
     parser.add_argument("--weights", default=None, help="path to the official checkpoint (default: random weights)")
-    parser.add_argument("--batch", type=int, default=2, help="images per batch (1-10, default 2)")
+    parser.add_argument("--batch", type=sample_batch, default=2, help="images per batch (1-10, default 2)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="auto")
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 1 <= args.batch <= 10:
-        raise SystemExit(f"--batch must be between 1 and 10 (the shipped sample has 10 images), got {args.batch}")
     rows = run_demo(args.model, args.weights, args.batch, args.device, args.backend)
     return 0 if all(r["ok"] for r in rows) else 1

@@ -188,7 +188,7 @@ def geobench_dataset(task_name: str, band_names: Sequence[str] | None = None,
         import geobench
     except ImportError:
         raise DataError("GEO-Bench data sets need the 'geobench' package and the data downloaded locally "
-                        "(pip install geobench; geobench-download; see GEO-Bench's README)") from None
+                        "(pip install \"slimkern[geobench]\"; geobench-download; see GEO-Bench's README)") from None
     tasks = {task.dataset_name: task for task in geobench.task_iterator(benchmark_name=benchmark)}
     if task_name not in tasks:
         raise DataError(f"GEO-Bench task {task_name!r} not found in {benchmark}; available: {', '.join(sorted(tasks))}")

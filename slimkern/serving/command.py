@@ -17,12 +17,12 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..cli import parse_widths
+    from ..cli import parse_widths, port_number, positive_int
 
     parser.add_argument("name", help="a registered model (see `slimkern list`)")
     parser.add_argument("--weights", default=None, help="official checkpoint (default: random weights, with a warning)")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=port_number, default=8000)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--backend", default="auto")
@@ -32,16 +32,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="latency profile JSON for latency_ms budgets: loaded if it exists (re-measured when "
                              "stale), else measured now and written there")
     parser.add_argument("--profile-batches", default="1,4,16", help="batch sizes a new profile measures")
-    parser.add_argument("--max-batch", type=int, default=16, help="most images merged into one model call")
+    parser.add_argument("--max-batch", type=positive_int, default=16, help="most images merged into one model call")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="longest wait for a batch to fill")
-    parser.add_argument("--max-queue", type=int, default=64, help="most unanswered requests (503 beyond)")
+    parser.add_argument("--max-queue", type=positive_int, default=64, help="most unanswered requests (503 beyond)")
     parser.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body (413 beyond)")
-    parser.add_argument("--workers", type=int, default=2, help="model calls (of different plans) at once")
+    parser.add_argument("--workers", type=positive_int, default=2, help="model calls (of different plans) at once")
+    parser.add_argument("--max-tokens", type=positive_int, default=None,
+                        help="most tokens per image (default: 8x the model's native count); 422 beyond")
 
 
 def run(args: argparse.Namespace) -> int:
     import os
 
+    from ..extras import require
+
+    require("serve", "slimkern serve")
     import uvicorn
 
     from ..api import load
@@ -53,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
               "embeddings carry no pretrained meaning", file=sys.stderr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # load's own random-weights warning: said once above
-        model = load(args.name, args.weights, device=args.device, dtype=DTYPES[args.dtype], backend=args.backend)
+        model = load(args.name, args.weights, device=args.device, dtype=DTYPES[args.dtype], backend=args.backend,
+                     max_tokens=args.max_tokens)
     engine = Engine(model, widths=args.widths)
     if args.profile:
         if os.path.exists(args.profile):

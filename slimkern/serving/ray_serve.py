@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from starlette.requests import Request
-from starlette.responses import Response
 
+from ..extras import require
 from ..plan import PAPER_WIDTHS
 from .codecs import array_to_tensor
 from .engine import Engine
 from .server import EmbedService, choice_meta
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -87,6 +90,7 @@ def build_app(name: str, weights: str | None = None, *, num_replicas: int = 1,
     ``ray_actor_options`` default to one GPU per replica when this machine has one (``{"num_gpus": 1}``), else
     one CPU; ``replica_options`` go to :class:`SlimkernReplica`.
     """
+    require("ray", "slimkern's Ray Serve deployment")
     from ray import serve
 
     if ray_actor_options is None:

@@ -24,9 +24,15 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import torch
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from ..extras import missing
+
+try:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+except ImportError as err:
+    raise missing("serve", "slimkern's HTTP server", err.name or str(err), err) from None
 
 from ..model import OUTPUTS
 from ..plan import MODES

@@ -62,7 +62,7 @@ def test_a_wider_width_never_shows_a_lower_latency(model, monkeypatch):
 
 def test_a_saved_non_monotone_profile_is_made_monotone_on_load(model, tmp_path):
     profile = LatencyProfile(fingerprint(model), "attn+ffn", "pooled", (224, 224))
-    for width, ms in zip(WIDTHS, (900.0, 20.0, 50.0, 40.0)):
+    for width, ms in zip(WIDTHS, (900.0, 20.0, 50.0, 40.0), strict=True):
         profile.record(1, width, ms)
     path = tmp_path / "old.json"
     profile.save(path)  # as an older slimkern saved it: raw medians
