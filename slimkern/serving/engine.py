@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from ..model import SlimModel
+from ..model import SlimModel, check_finite_output
 from ..plan import PAPER_WIDTHS, SlimPlan, check_mode, check_width, is_real_number
 from .graphs import DEFAULT_BUCKETS, GraphCache
 from .profile import LatencyProfile, fingerprint
@@ -181,7 +181,9 @@ class Engine:
         if self.graphs is None or inputs:
             return self.model.run(x, choice.width, mode=choice.plan.mode, output=output, **inputs)
         self.check_inputs(x, output)
-        return self.graphs.run(x, choice.width, choice.plan.mode, output)
+        out = self.graphs.run(x, choice.width, choice.plan.mode, output)
+        check_finite_output(self.model.cfg.name, x, out)  # as model.run does
+        return out
 
     # -- latency profile ------------------------------------------------------------------------------
     def profile(self, batch_sizes: Sequence[int] = DEFAULT_PROFILE_BATCHES, widths: Sequence[float] | None = None, *,
