@@ -16,25 +16,31 @@ from .checkpoints import check_state_dict, read_checkpoint, unwrap_state_dict
 from .model import SlimModel
 from .plan import is_real_number
 from .registry import ModelCfg, get_cfg
+from .weights import pretrained_path, shipped_path
 
 RANDOM_SEED = 0
+RANDOM = object()  # weights="random": random weights on purpose
 
 
 def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, device: str | torch.device = "cpu",
          dtype: torch.dtype = torch.float32, backend: str = "auto", max_tokens: int | None = None,
-         **arch_overrides) -> SlimModel:
+         sha256: str | None = None, **arch_overrides) -> SlimModel:
     """Build the registered model ``name`` with one stored copy of its weights.
 
     Args:
         name: a name from :func:`slimkern.list_models` (e.g. ``"satmae"``).
         weights: path to the official checkpoint in its original container (``.pth``/``.pt``,
-            read with ``torch.load(weights_only=True)``), a ``.safetensors`` file, or a state dict.
-            ``None`` builds deterministic random weights (with a warning: such outputs carry no
-            pretrained meaning).
+            read with ``torch.load(weights_only=True)``), a ``.safetensors`` file, or a state dict;
+            ``"pretrained"``: the official file, downloaded once, verified against its pinned SHA-256 and
+            cached (:mod:`slimkern.weights`); ``"random"``: deterministic random weights. ``None``: the
+            weights that ship with slimkern for this model (``vit_tiny_eurosat``), else random weights with a
+            warning (such outputs carry no pretrained meaning).
         device, dtype: where and in which floating dtype the weights live and the model runs.
         backend: ``"auto"`` (best available for the device) or ``"torch"``, ``"triton"``, ``"cuda"``.
         max_tokens: most tokens one input image may make (default: 8x the native input's; see
             :attr:`SlimModel.max_tokens`); larger images are refused before any work.
+        sha256: with ``weights="pretrained"``, the official file's SHA-256 for models slimkern has none
+            pinned for.
         **arch_overrides: fields of the family's architecture to replace (e.g. ``depth=2``), as
             timm's ``create_model(**kwargs)``; mainly for tests and small experiments.
 
@@ -42,7 +48,9 @@ def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, devic
         ValueError: unknown model or backend, a checkpoint with missing, unexpected or mis-shaped
             encoder keys (all listed), a file that is not a state dict.
         TypeError: ``dtype`` not a floating dtype, unknown architecture fields.
-        ValueError: an architecture override out of range (``depth=0``, ``mlp_ratio=-1``, ...), an unknown device.
+        ValueError: an architecture override out of range (``depth=0``, ``mlp_ratio=-1``, ...), an unknown device,
+            ``"pretrained"`` without a pinned hash or with a download whose hash differs.
+        OSError: ``"pretrained"`` could not be downloaded (and is not cached).
 
     >>> model = slimkern.load("satmae", weights="fmow_pretrain.pth")    # doctest: +SKIP
     >>> model.run(x, width=0.1).shape                                    # doctest: +SKIP
@@ -56,11 +64,13 @@ def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, devic
         raise ValueError(f"device {str(device)!r} requested but PyTorch sees no CUDA GPU; use device='cpu'")
     select_backend(backend, device, dtype)  # refuse an impossible backend before any work
 
+    weights = _weights_source(cfg, weights, sha256, bool(arch_overrides))
     model: SlimModel = cfg.model_cls(cfg)
-    if weights is None:
-        warnings.warn(f"slimkern.load({name!r}): no weights given, using deterministic random weights; "
-                      "outputs carry no pretrained meaning (pass weights=PATH to an official checkpoint)",
-                      stacklevel=2)
+    if weights is RANDOM or weights is None:
+        if weights is None:
+            warnings.warn(f"slimkern.load({name!r}): no weights given, using deterministic random weights; outputs "
+                          "carry no pretrained meaning (pass weights=PATH to an official checkpoint, 'pretrained' "
+                          "to download it, or 'random' to say random weights are meant)", stacklevel=2)
         model.to_empty(device="cpu")
         model.init_random(torch.Generator().manual_seed(RANDOM_SEED))
     else:
@@ -74,6 +84,21 @@ def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, devic
     if max_tokens is not None:
         model.max_tokens = max_tokens
     return model.eval()
+
+
+def _weights_source(cfg: ModelCfg, weights, sha256: str | None, overridden: bool):
+    """What ``weights`` stands for: a file or state dict to read, :data:`RANDOM`, or ``None`` (random weights that
+    nobody asked for: warned about). Shipped weights fit only the registered architecture, not overrides."""
+    pretrained = isinstance(weights, str) and weights == "pretrained"
+    if sha256 is not None and not pretrained:
+        raise ValueError("sha256 verifies the download of weights='pretrained'; it does not apply to other weights")
+    if isinstance(weights, str) and weights == "random":
+        return RANDOM
+    if pretrained:
+        return pretrained_path(cfg, sha256)
+    if weights is None and not overridden:
+        return shipped_path(cfg)
+    return weights
 
 
 def build_meta(name: str, **arch_overrides) -> SlimModel:

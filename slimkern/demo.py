@@ -1,8 +1,8 @@
 """The built-in demo (``slimkern demo``, ``examples/quickstart.py``): one checkpoint, five widths.
 
-Loads SatMAE ViT-L/16 (random weights unless ``--weights``), embeds real EuroSAT images at widths
-1.0 ... 0.01 and prints, per width, the plan, the relative FLOPs, the measured latency, the speed-up
-over width 1.0 and the error against the float64 reference path.
+Loads SatMAE ViT-L/16 (random weights unless ``--weights``; ``--model vit_tiny_eurosat`` loads its shipped
+ones), embeds real EuroSAT images at widths 1.0 ... 0.01 and prints, per width, the plan, the relative
+FLOPs, the measured latency, the speed-up over width 1.0 and the error against the float64 reference path.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import warnings
 import torch
 
 import slimkern
+from slimkern.registry import get_cfg
 from slimkern.samples import eurosat_sample
+from slimkern.weights import shipped_path
 
 WIDTHS = (1.0, 0.5, 0.25, 0.1, 0.01)
 
@@ -38,13 +40,17 @@ def median_latency(fn, repeats: int) -> float:
 def run_demo(model_name: str = "satmae", weights: str | None = None, batch: int = 2, device: str = "cpu",
              backend: str = "auto", repeats: int = 3) -> list[dict]:
     """Measure every width of :data:`WIDTHS`; returns one row per width and prints the table."""
+    shipped = shipped_path(get_cfg(model_name))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if weights is None else "default")
         model = slimkern.load(model_name, weights=weights, device=device, backend=backend)
     images, classes = eurosat_sample(batch, size=model.cfg.arch.img_size)
     x = model.normalize(images.to(device))
     print(f"model {model.cfg.name}: {model.cfg.description}")
-    print(f"weights: {weights or 'random (no --weights given; outputs carry no pretrained meaning)'}")
+    if weights is None:
+        weights = (f"{shipped.name} (shipped with slimkern)" if shipped else
+                   "random (no --weights given; outputs carry no pretrained meaning)")
+    print(f"weights: {weights}")
     print(f"input: {batch} EuroSAT images ({', '.join(classes)}) at {tuple(x.shape[2:])} px, device {device}, "
           f"backend {model.backend.name}, {torch.get_num_threads()} CPU threads\n")
     header = f"{'width':>6} {'d_k':>4} {'d_h':>5} {'rel FLOPs':>9} {'latency ms':>10} {'speed-up':>8} {'max err':>9}"
@@ -84,7 +90,8 @@ def sample_batch(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="satmae", help="registered model name (default: satmae)")
-    parser.add_argument("--weights", default=None, help="path to the official checkpoint (default: random weights)")
+    parser.add_argument("--weights", default=None, help="path to the official checkpoint, or 'pretrained' to download "
+                        "it (default: the weights that ship for the model, else random weights)")
     parser.add_argument("--batch", type=sample_batch, default=2, help="images per batch (1-10, default 2)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="auto")

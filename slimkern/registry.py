@@ -34,7 +34,8 @@ class ModelCfg:
     """Everything slimkern knows about one registered model.
 
     ``arch`` is the family's architecture dataclass; ``model_cls`` builds the model from the cfg.
-    Band statistics apply to inputs already scaled as ``input_scale`` says.
+    Band statistics apply to inputs already scaled as ``input_scale`` says. ``weights_url`` is the official
+    weight file, ``weights_sha256`` its pinned hash (see :mod:`slimkern.weights`).
     """
 
     name: str
@@ -49,6 +50,8 @@ class ModelCfg:
     pooled: str
     checkpoint: CheckpointFormat
     weights_url: str = ""
+    weights_sha256: str = ""  # of the file at weights_url: weights="pretrained" downloads only with it pinned
+    shipped_weights: str = ""  # weight file inside the package (relative to slimkern/): loaded by default
     license: str = ""
     paper: str = ""
     aliases: tuple[str, ...] = field(default=())
