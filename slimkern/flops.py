@@ -1,6 +1,6 @@
 """Analytic FLOP counts of slimmed blocks (FLOP = 2 x multiply-add; matmuls only).
 
-Per block with ``N`` tokens, token width ``d``, ``a = H * d_k'`` (SLIMMING.md section 4)::
+Per block with ``N`` tokens, token width ``d``, ``a = H * d_k'`` (the paper's counting)::
 
     qkv 2*N*d*3a   scores 2*N*N*a   attn@V 2*N*N*a   out-proj 2*N*a*d   ffn 2*N*d*d_h' * 2
 

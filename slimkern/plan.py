@@ -1,6 +1,6 @@
 """The slimming plan: which inner widths every transformer block keeps at a width factor.
 
-Paper rule (SLIMMING.md section 1): ``d_k' = max(1, int(s * d_k))`` per attention head and
+Paper rule (Hackel, Burgert, Demir 2026): ``d_k' = max(1, int(s * d_k))`` per attention head and
 ``d_h' = max(1, int(s * d_h))`` FFN units, with Python's truncating ``int``. Everything else
 (token width, heads, norms, stem) stays at full width.
 """
@@ -14,7 +14,7 @@ from functools import cache
 
 MODES = ("attn+ffn", "attn", "ffn")
 
-#: The paper's 31 width factors (SLIMMING.md section 5).
+#: The paper's 31 width factors.
 PAPER_WIDTHS = (
     0.001, 0.002, 0.0025, 0.00333, 0.004, 0.005, 0.006, 0.00667, 0.0075, 0.008,
     0.01, 0.02, 0.025, 0.0333, 0.04, 0.05, 0.06, 0.0667, 0.075, 0.08,

@@ -1,7 +1,7 @@
 """The reference path: the paper's slimming written out literally, for checking every fast path.
 
 It works in the checkpoint's OFFICIAL layout (it undoes the storage permutation), gathers the
-kept rows and columns by the index set of SLIMMING.md section 2 into materialised copies, and
+kept rows and columns by the paper's index set (README, Slimming semantics) into materialised copies, and
 spells attention, LayerNorm and GELU out as formulas. It shares only the weights and the model's
 stem (which is never slimmed) with the fast paths. Run it in float64.
 

@@ -1,4 +1,4 @@
-"""Frozen-feature probes of the paper's protocol (SLIMMING.md section 6): k-NN (k = 5) and a linear probe.
+"""Frozen-feature probes of the paper's protocol: k-NN (k = 5) and a linear probe.
 
 Choices (scikit-learn):
 

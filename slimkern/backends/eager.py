@@ -2,8 +2,8 @@
 
 Because the weights are stored in the width-prefix layout (:mod:`slimkern.layout`), every
 slimmed weight is a view: qkv, the cross-attention q/k/v and fc1 are row prefixes (contiguous), the
-out-projections and fc2 are column prefixes that BLAS reads with the full leading dimension (KERNELS.md
-section 1). No weight is copied at any width. Activations are re-laid out where attention needs it. An
+out-projections and fc2 are column prefixes that BLAS reads with the full leading dimension.
+No weight is copied at any width. Activations are re-laid out where attention needs it. An
 additive attention bias goes to ``scaled_dot_product_attention`` as its float ``attn_mask``.
 """
 

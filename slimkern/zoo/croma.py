@@ -1,7 +1,7 @@
 """CROMA (Fuller et al., NeurIPS 2023): contrastive radar-optical masked autoencoders.
 
 Facts from the official code, ``antofuller/CROMA`` ``main_croma.py`` / ``use_croma.py`` (``PretrainedCROMA``,
-``ViT``, ``BaseTransformer``, ``BaseTransformerCrossAttn``, ``get_2dalibi``), MODELS.md section 4:
+``ViT``, ``BaseTransformer``, ``BaseTransformerCrossAttn``, ``get_2dalibi``):
 
 - three encoders: optical (Sentinel-2, 12 bands, ``depth`` layers), radar (Sentinel-1, 2 bands, ``depth / 2``)
   and joint (``depth / 2`` layers: self-attention on the radar tokens, cross-attention with queries from them and
@@ -37,7 +37,7 @@ from ..plan import SlimPlan, make_plan
 from ..registry import CheckpointFormat, ModelCfg, register_model
 
 #: Sentinel-2 bands of the optical encoder (L1C/L2A without the cirrus band B10). The order is not stated in the
-#: official code (MODELS.md open item 2): this is the SSL4EO-S12 order the pre-training data used, minus B10.
+#: official code (an open question): this is the SSL4EO-S12 order the pre-training data used, minus B10.
 OPTICAL_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 #: Sentinel-1 bands of the radar encoder (same caveat: SSL4EO-S12 order).
 RADAR_BANDS = ("VV", "VH")

@@ -1,6 +1,6 @@
 """DOFA (Xiong et al., 2024): ViTs whose patch-embedding kernel is generated from the band wavelengths.
 
-Facts from the official code (MODELS.md section 5): ``zhu-xlab/DOFA`` ``dofa_v1.py@3c33a240`` (``OFAViT``),
+Facts from the official code: ``zhu-xlab/DOFA`` ``dofa_v1.py@3c33a240`` (``OFAViT``),
 ``dofa_v2.py@a414125a`` (``DOFAViT``), ``xiong-zhitong/DOFA-pytorch`` ``wave_dynamic_layer.py@5b629452``, and
 torchgeo 0.8.1 ``torchgeo/models/dofa.py`` (the class behind ``DOFABase16_Weights.DOFA_MAE``):
 

@@ -1,6 +1,6 @@
 """Prithvi-EO (NASA / IBM): MAE-pretrained ViTs on HLS time series with a 3-D (tubelet) patch embedding.
 
-Facts from the official code (MODELS.md section 6; read, not copied):
+Facts from the official code (read, not copied):
 
 - v1: ``NASA-IMPACT/hls-foundation-os`` ``hls-gfm/models_mae.py`` (``MaskedAutoencoderViT``) and
   ``geospatial_fm/geospatial_fm.py`` (``TemporalViTEncoder``). Its file is a flat state dict with the
@@ -316,7 +316,7 @@ def _register_v2(size: str, vit: str, arch: PrithviArch, tl: bool) -> None:
     number = size.removesuffix("M")
     register_model(ModelCfg(
         name=f"prithvi_eo_v2_{number}{tl_name}",  # TerraTorch's backbone names
-        aliases=(f"prithvi_eo_v2_{number}m{tl_name}",),  # MODELS.md / model_specs.json names
+        aliases=(f"prithvi_eo_v2_{number}m{tl_name}",),  # the names in tests/data/model_specs.json
         family="prithvi",
         model_cls=PrithviTL if tl else Prithvi,
         arch=arch,

@@ -1,6 +1,6 @@
 """SatMAE (Cong et al., NeurIPS 2022): MAE-pretrained ViTs on fMoW.
 
-Facts from the official code, ``sustainlab-group/SatMAE@e31c11fa`` (MODELS.md sections 1 and 2):
+Facts from the official code, ``sustainlab-group/SatMAE@e31c11fa``:
 ``models_mae.py::mae_vit_large_patch16_dec512d8b`` (RGB) and ``models_mae_group_channels.py``
 (multispectral, with ``models_vit_group_channels.py`` for fine-tuning); checkpoints are
 ``{'model': state_dict, ...}`` with decoder and mask-token keys beside the encoder; fMoW-RGB inputs

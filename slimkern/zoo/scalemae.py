@@ -1,7 +1,7 @@
 """Scale-MAE (Reed et al., ICCV 2023): a ViT-L/16 whose position embedding is scaled by the ground
 sample distance (GSD) of the input.
 
-Facts from the official code, ``bair-climate-initiative/scale-mae@89280d83`` (MODELS.md section 3):
+Facts from the official code, ``bair-climate-initiative/scale-mae@89280d83``:
 ``mae/models_mae.py`` (encoder of ``mae_vit_large_patch16``), ``mae/util/pos_embed.py``
 (``get_2d_sincos_pos_embed_with_resolution``), ``mae/eval/knn.py``. The encoder is the SatMAE RGB
 ViT-L, except that the stored ``pos_embed`` is never read: every forward computes the MAE 2-D sin-cos

@@ -1,7 +1,7 @@
 """SoftCon (Wang et al., IEEE TGRS 2024): DINOv2 ViT-S/14 and ViT-B/14 pretrained on SSL4EO-S12 with
 multi-label guided soft contrastive learning, for Sentinel-2 L1C (13 bands) and Sentinel-1 GRD (VV, VH).
 
-Facts (MODELS.md section 7, read at ``zhu-xlab/softcon@b687e46c``; README re-read for this module): the
+Facts (read at ``zhu-xlab/softcon@b687e46c``; README re-read for this module): the
 README builds ``models/dinov2/vision_transformer.py::vit_small|vit_base(img_size=224, patch_size=14,
 in_chans=13|2, block_chunks=0, init_values=1e-5, num_register_tokens=0)`` -- the DINOv2 defaults
 ``interpolate_offset=0.1``, ``interpolate_antialias=False`` -- and loads the flat file strictly, so the file

@@ -1,7 +1,7 @@
 """SSL4EO-S12 (Wang et al., IEEE GRSM 2023): ViT-S/16 encoders pretrained on Sentinel-2 L1C (13 bands) with
 MoCo-v3, DINO and MAE.
 
-Facts from the official code, ``zhu-xlab/SSL4EO-S12`` (MODELS.md section 8 at ``2156913c``; re-read for this
+Facts from the official code, ``zhu-xlab/SSL4EO-S12`` (read at ``2156913c``; re-read for this
 module at ``1dc0c831``: ``transfer_classification/models/moco_v3/vits.py``, ``linear_BE_dino.py``,
 ``models/dino/utils.py``):
 

@@ -1,8 +1,8 @@
 """TerraMind v1 (Jakubik et al., ICCV 2025): the encoder of IBM/ESA's any-to-any 4M-style model, for the
 raw Sentinel-2 L2A modality (``untok_sen2l2a@224``) alone.
 
-Facts from the official code, TerraTorch ``terratorch/models/backbones/terramind/`` (MODELS.md section 10/11 and
-appendix): ``model/terramind_register.py`` (``terramind_v1_base``/``_large``: D 768/1024, depth 12/24, heads
+Facts from the official code, TerraTorch ``terratorch/models/backbones/terramind/`` (read, not copied):
+``model/terramind_register.py`` (``terramind_v1_base``/``_large``: D 768/1024, depth 12/24, heads
 12/16, ``mlp_ratio=4``, ``qkv_bias=proj_bias=mlp_bias=False``, ``LayerNorm(eps=1e-6, bias=False)``, SiLU gated
 MLP; band list ``PRETRAINED_BANDS`` and statistics ``v1_pretraining_mean/std``; the HF files
 ``TerraMind_v1_{base,large}.pt``, a flat state dict of the whole 4M model), ``model/terramind_vit.py``
