@@ -181,6 +181,7 @@ def _pickle_protocol_4(path, obj):
     lambda path, obj: torch.save(obj, path, _use_new_zipfile_serialization=False),
     _pickle_protocol_4,
 ], ids=["zip", "legacy", "raw-pickle"])
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4")  # torch's note on the plain pickle
 def test_pickled_code_is_refused_by_name_and_never_runs(tmp_path, source, write):
     _, state = source
     marker = tmp_path / "PAYLOAD_RAN"

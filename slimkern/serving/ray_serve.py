@@ -41,7 +41,7 @@ class SlimkernReplica:
     """One Ray Serve replica: the model loaded once, all budgets served from it.
 
     Args:
-        name, weights: as :func:`slimkern.load` (``weights=None``: random weights, with a warning).
+        name, weights: as :func:`slimkern.load` (``weights=None``: shipped weights, else random ones).
         device: ``"auto"``: the replica's GPU if Ray gave it one, else the CPU.
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
         widths: candidate widths of flops / latency budgets.
@@ -64,7 +64,8 @@ class SlimkernReplica:
         self.engine = Engine(model, widths=widths)
         if profile is not None and os.path.exists(profile):
             self.engine.load_profile(profile)
-        self.service = EmbedService(self.engine, **(service or {}))
+        # requests reach a replica through Ray's proxy, so they share one client address: no per-address cap
+        self.service = EmbedService(self.engine, **{"max_per_client": 0, **(service or {})})
 
     async def embed(self, x: np.ndarray, **params: Any) -> dict[str, Any]:
         """Embeddings of ``x`` (normalised ``[B, C, H, W]``) under ``params``: one of ``width``, ``flops``,
