@@ -41,7 +41,7 @@ try:
 except ImportError as err:
     raise missing("serve", "slimkern's HTTP server", err.name or str(err), err) from None
 
-from ..model import OUTPUTS, NonFiniteOutputError, check_finite_output
+from ..checks import LAYOUTS, OUTPUTS, NonFiniteOutputError, check_finite_output
 from ..plan import MODES
 from .batcher import DynamicBatcher, Pending, QueueFull
 from .codecs import NotAcceptable, PayloadError, UnsupportedMediaType, decode, encode, media_type, response_kind
@@ -103,7 +103,7 @@ class EmbedService:
     def _run_batch(self, items: list[Pending], x: torch.Tensor) -> torch.Tensor:
         choice, output = items[0].tag  # every item of a batch has the same plan, so the same result
         try:
-            out = self.engine.execute(x, choice, output)
+            out = self.engine.execute(x, choice, output, checked=True)  # each request was checked alone
         except NonFiniteOutputError as err:  # one request's overflow must not fail the others merged with it:
             out = err.output  # each request's rows are checked on their own (_embed_checked)
         # to the host here, in the worker thread: a GPU sync in the event loop would stall every other request
@@ -177,7 +177,7 @@ class EmbedService:
         """The declared input shape against the model's rank and token limit (before the array is allocated)."""
         model = self.engine.model
         if len(shape) not in model.input_ranks:
-            layouts = " or ".join({4: "[B, C, H, W]", 5: "[B, C, T, H, W]"}[r] for r in model.input_ranks)
+            layouts = " or ".join(LAYOUTS[r] for r in model.input_ranks)
             raise ValueError(f"{model.cfg.name}: x must be {layouts}, got shape {shape}")
         model.check_token_count(shape)
 
@@ -327,9 +327,7 @@ def _params(query: dict[str, str], fields: dict[str, Any]) -> dict[str, Any]:
     params.update(fields)
     if not isinstance(params["normalize"], bool):
         raise TypeError(f"normalize must be true or false, got {params['normalize']!r}")
-    if params["output"] not in OUTPUTS:
-        raise ValueError(f"unknown output {params['output']!r}; expected one of {', '.join(map(repr, OUTPUTS))}")
-    return params
+    return params  # output and mode are the model's to check (engine.check_inputs), once
 
 
 def _prepare(engine: Engine, x: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, Choice]:

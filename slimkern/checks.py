@@ -1,0 +1,122 @@
+"""The input checks of :meth:`SlimModel.check_inputs <slimkern.model.SlimModel.check_inputs>`: one small function per
+fact about a call, each raising a message that says what was wrong and what is expected.
+
+``check_inputs`` runs them once per call, in the order below, before any computation; every public entry point
+(``run``, ``reference``, ``validate``, ``run_widths``, the serving engine and the HTTP server) goes through it once
+and then computes on the checked input without checking again. The plausibility of the values against the
+checkpoint's input contract (raw digital numbers, unscaled 8-bit pixels, ...) is :mod:`slimkern.input_check`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from .plan import check_width
+
+OUTPUTS = ("pooled", "tokens")
+LAYOUTS = {4: "[B, C, H, W]", 5: "[B, C, T, H, W]"}
+
+
+def check_widths(width: float | Iterable[float] | None) -> float | list[float] | None:
+    """A width as a float, a sequence of widths as a list of floats, ``None`` as is (no width given yet: a
+    serving budget resolves it later)."""
+    if width is None:
+        return None
+    if isinstance(width, Iterable) and not isinstance(width, (str, bytes, torch.Tensor)):
+        return [check_width(w) for w in width]
+    return check_width(width)
+
+
+def check_output(output: str) -> str:
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown output {output!r}; expected one of {', '.join(map(repr, OUTPUTS))}")
+    return output
+
+
+def check_extra_inputs(model, inputs: dict) -> None:
+    """Only the model's own keyword inputs (wavelengths, GSD, time, ...)."""
+    unknown = sorted(set(inputs) - set(model.extra_inputs))
+    if unknown:
+        takes = f"takes {', '.join(model.extra_inputs)}" if model.extra_inputs else "takes no extra inputs"
+        raise TypeError(f"{model.cfg.name} {takes}; got unexpected {', '.join(unknown)}")
+
+
+def check_tensor(model, x: torch.Tensor) -> None:
+    """A tensor of an accepted rank with the model's band count and at least one image."""
+    name = model.cfg.name
+    layouts = " or ".join(LAYOUTS[r] for r in model.input_ranks)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: x must be a torch.Tensor {layouts}, got {type(x).__name__}")
+    if x.dim() not in model.input_ranks:
+        raise ValueError(f"{name}: x must be {layouts}, got shape {tuple(x.shape)}")
+    bands = model.cfg.bands
+    if not model.any_band_count and x.shape[1] != len(bands):
+        raise ValueError(f"{name}: x has {x.shape[1]} bands (shape {tuple(x.shape)}), expected {len(bands)} "
+                         f"in this order: {', '.join(bands)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name}: x is an empty batch (shape {tuple(x.shape)})")
+
+
+def check_dtype(model, x: torch.Tensor) -> None:
+    if x.dtype != model.dtype:
+        raise TypeError(f"{model.cfg.name}: x is {x.dtype} but the model runs in {model.dtype}; "
+                        f"convert with x.to({model.dtype}) (or load the model with dtype={x.dtype})")
+
+
+def check_device(model, x: torch.Tensor) -> None:
+    if x.device != model.device:
+        raise ValueError(f"{model.cfg.name}: x is on {x.device} but the model is on {model.device}; "
+                         f"use x.to('{model.device}')")
+
+
+def check_finite(name: str, x: torch.Tensor) -> None:
+    """No NaN or Inf anywhere in ``x``: one pass over every value (the only check that reads them all)."""
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name}: x contains {bad} NaN or Inf values; clean or mask the input first")
+
+
+def check_token_count(model, shape: Sequence[int]) -> None:
+    """At most ``model.max_tokens`` tokens per image, from the shape alone (compute and memory grow with the square
+    of the token count, so an oversized image is refused before any work)."""
+    tokens = model.input_tokens(shape)
+    if tokens > model.max_tokens:
+        size = f"{shape[-2]}x{shape[-1]} px"
+        if len(shape) == 5:
+            size = f"{shape[2]} frames of {size}"
+        native = model.cfg.arch.img_size
+        raise ValueError(f"{model.cfg.name}: an image of {size} makes {tokens} tokens, over this model's limit of "
+                         f"{model.max_tokens} tokens per image (max_tokens; the native {native} px input makes "
+                         f"{model.num_tokens(native, native)}); send smaller images or tiles, or raise the limit: "
+                         "slimkern.load(..., max_tokens=N) or slimkern serve --max-tokens N")
+
+
+class NonFiniteOutputError(ValueError):
+    """Finite inputs whose embedding came out NaN or Inf (an overflow inside the model). ``output`` holds the
+    computed tensor, so that a server can still answer the requests merged into the same batch whose rows are fine.
+    """
+
+    def __init__(self, message: str, output: torch.Tensor) -> None:
+        super().__init__(message)
+        self.output = output
+
+
+def check_finite_output(name: str, x: torch.Tensor, out: torch.Tensor) -> None:
+    """After the computation: raise :class:`NonFiniteOutputError` naming the images whose output is not finite.
+
+    Why the output and not a bound on the input: where a finite input overflows depends on the model, its weights
+    and its dtype (float16 activations overflow at 65504, float32 ones near 3e38), so no input bound is both safe
+    and never wrong; one pass over the output catches every overflow, at a small fraction of the model's compute.
+    """
+    finite = torch.isfinite(out.reshape(out.shape[0], -1)).all(dim=1)
+    if bool(finite.all()):
+        return
+    rows = (~finite).nonzero().flatten().tolist()
+    shown = f"{rows[:8]}" + (f" and {len(rows) - 8} more" if len(rows) > 8 else "")
+    largest = float(x.detach().abs().amax()) if x.numel() else 0.0
+    raise NonFiniteOutputError(
+        f"{name}: the embedding of image(s) {shown} of {out.shape[0]} is not finite (NaN/Inf) although the input "
+        f"is: values overflowed {str(out.dtype).removeprefix('torch.')} inside the model (largest |x| "
+        f"{largest:.3g}); send normalised inputs (model.normalize) of moderate size", out)
