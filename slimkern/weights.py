@@ -15,13 +15,13 @@ Environment:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import tempfile
 import urllib.parse
 from pathlib import Path
 
+from .provenance import file_sha256
 from .registry import ModelCfg
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -41,14 +41,6 @@ def shipped_path(cfg: ModelCfg) -> Path | None:
 def official_file_name(cfg: ModelCfg) -> str:
     """The file name of ``cfg``'s official weights (the last part of its URL): its name in caches and mirrors."""
     return Path(urllib.parse.unquote(urllib.parse.urlparse(cfg.weights_url).path)).name
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pretrained_path(cfg: ModelCfg, sha256: str | None = None, *, progress: bool = True) -> Path:

@@ -5,7 +5,7 @@ Convention (also in a comment at the top of README.md):
 - a ```python block whose first line starts with ``# needs:`` (a visible marker saying which file the reader must
   bring, e.g. ``# needs: fmow_pretrain.pth``) is skipped, with that line as the reason;
 - every line of a ```bash block that starts with ``slimkern`` must parse with the CLI (``[...]`` marks optional
-  arguments); no block is run as a shell command;
+  arguments, a trailing backslash continues the line); no block is run as a shell command;
 - no path into the development workspace (``../shared``), no link to a document the repository lacks, and an
   official-checkpoint row for every model.
 """
@@ -26,7 +26,7 @@ BLOCKS = [(README.count("\n", 0, m.start()) + 1, m.group(1), m.group(2))
           for m in re.finditer(r"^```(\w*)\n(.*?)^```", README, flags=re.S | re.M)]
 PYTHON = [(line, code) for line, lang, code in BLOCKS if lang == "python"]
 COMMANDS = [(line + i + 1, text.strip()) for line, lang, code in BLOCKS if lang == "bash"
-            for i, text in enumerate(code.splitlines()) if text.strip().startswith("slimkern ")]
+            for i, text in enumerate(code.replace("\\\n", " ").splitlines()) if text.strip().startswith("slimkern ")]
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ def test_load_by_name_uses_the_shipped_weights(reference):
 
 
 def test_the_shipped_file_matches_its_pinned_hash():
-    from slimkern.weights import file_sha256
+    from slimkern.provenance import file_sha256
 
     assert registry.get_cfg("vit_tiny_eurosat").weights_sha256 == SHIPPED_SHA256 == file_sha256(WEIGHTS)
 

@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=positive_int, default=2, help="model calls (of different plans) at once")
     parser.add_argument("--max-tokens", type=positive_int, default=None,
                         help="most tokens per image (default: 8x the model's native count); 422 beyond")
+    parser.add_argument("--check", choices=("error", "warn", "off"), default="error",
+                        help="input check of every request: refuse (422, default), warn, or skip input that does not "
+                             "look normalised (raw DN, 8-bit pixels, a constant band)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")  # load's own random-weights warning: said once above
         model = load(args.name, args.weights, device=args.device, dtype=DTYPES[args.dtype], backend=args.backend,
                      max_tokens=args.max_tokens)
-    engine = Engine(model, widths=args.widths)
+    engine = Engine(model, widths=args.widths, check=args.check)
     if args.profile:
         if os.path.exists(args.profile):
             engine.load_profile(args.profile)
