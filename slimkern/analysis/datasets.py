@@ -137,7 +137,7 @@ def class_folder_dataset(root: str | Path, name: str | None = None) -> ImageSet:
         files += found
         labels += [index] * len(found)
     return ImageSet(name=name or _default_name(root), classes=tuple(classes), labels=np.array(labels),
-                    items=[str(f) for f in files], read=lambda i: read_image(files[i]), bands=_stored_bands(files))
+                    items=[str(f) for f in files], read=lambda i: read_image(files[i]), bands=stored_bands(files))
 
 
 def multilabel_dataset(root: str | Path, labels_file: str | Path, name: str | None = None) -> ImageSet:
@@ -178,7 +178,7 @@ def multilabel_dataset(root: str | Path, labels_file: str | Path, name: str | No
     for i, (_, labels) in enumerate(rows):
         matrix[i, [classes.index(label) for label in labels]] = 1
     return ImageSet(name=name or _default_name(root), classes=tuple(classes), labels=matrix,
-                    items=[str(f) for f in files], read=lambda i: read_image(files[i]), bands=_stored_bands(files))
+                    items=[str(f) for f in files], read=lambda i: read_image(files[i]), bands=stored_bands(files))
 
 
 def geobench_dataset(task_name: str, band_names: Sequence[str] | None = None,
@@ -215,7 +215,7 @@ def geobench_dataset(task_name: str, band_names: Sequence[str] | None = None,
                     read=read, test_mask=np.array([s == "test" for s, _ in samples]))
 
 
-def _stored_bands(files: Sequence[Path]) -> tuple[str, ...] | None:
+def stored_bands(files: Sequence[Path]) -> tuple[str, ...] | None:
     """``R, G, B`` when every file is a JPEG/PNG (read as 8-bit RGB); GeoTIFF bands have no names in the file."""
     return ("R", "G", "B") if all(f.suffix.lower() in RGB_SUFFIXES for f in files) else None
 

@@ -19,7 +19,8 @@ _DEFAULTS = TrainConfig()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..cli import parse_bands
+    from ..cli import parse_band_names, parse_bands
+    from ..prepare import RAW_UNITS
 
     p.add_argument("name", help="registered model (see `slimkern list`)")
     p.add_argument("--weights", required=True, help="the official checkpoint to start from (the output has its layout)")
@@ -53,7 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--bands", type=parse_bands, default=None, help="0-based band indices to take, e.g. 3,2,1")
-    p.add_argument("--scale", type=float, default=None, help="factor from stored values to the model's input scale")
+    p.add_argument("--band-names", type=parse_band_names, default=None,
+                   help="names of the stored bands in file order, e.g. B01,...,B12 (JPEG/PNG: R,G,B)")
+    p.add_argument("--units", choices=RAW_UNITS, default=None, help="what the stored values are (default: the "
+                   "model's unit)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     model = slimkern.load(args.name, weights=args.weights, device=args.device, backend=TRAINING_BACKEND)
     data = load_training_data(model, args.data, labelled=args.objective == "supervised" or args.labels is not None,
-                              labels_file=args.labels, exclude=args.exclude, bands=args.bands, scale=args.scale)
+                              labels_file=args.labels, exclude=args.exclude, bands=args.bands,
+                              band_names=args.band_names, units=args.units)
     read_seconds = time.perf_counter() - started
     trainer = Trainer(model, args.weights, data, config, out)
     resumed = trainer.resume()

@@ -8,7 +8,7 @@
   Every listed image must exist in ``DIR``, so a wrong folder cannot silently leak held-out images.
 
 Pixels go through the same path as the width sweep's features (:func:`~slimkern.analysis.datasets.model_batches`:
-band selection, input scale, resize to the model's size, ``model.normalize``), then float16.
+band names and selection, resize to the model's size, ``model.prepare``: units and normalisation), then float16.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from ..analysis.datasets import (
     model_batches,
     multilabel_dataset,
     read_image,
+    stored_bands,
 )
 from ..model import SlimModel
 
@@ -64,7 +65,7 @@ def unlabelled_dataset(root: str | Path) -> ImageSet:
     if not files:
         raise DataError(f"{root} holds no images (suffixes {', '.join(IMAGE_SUFFIXES)})")
     return ImageSet(name=root.resolve().name, classes=(), labels=np.zeros(len(files), dtype=np.int64),
-                    items=[str(f) for f in files], read=lambda i: read_image(files[i]))
+                    items=[str(f) for f in files], read=lambda i: read_image(files[i]), bands=stored_bands(files))
 
 
 def read_exclude_list(path: str | Path) -> list[str]:
@@ -85,8 +86,8 @@ def read_exclude_list(path: str | Path) -> list[str]:
 
 def load_training_data(model: SlimModel, root: str | Path, *, labelled: bool = True,
                        labels_file: str | Path | None = None, exclude: str | Path | None = None,
-                       bands: Sequence[int] | None = None, scale: float | None = None,
-                       batch_size: int = 256) -> TrainData:
+                       bands: Sequence[int] | None = None, band_names: Sequence[str] | None = None,
+                       units: str | None = None, batch_size: int = 256) -> TrainData:
     """Read the training images of ``root`` for ``model`` (see the module doc).
 
     Raises:
@@ -121,8 +122,8 @@ def load_training_data(model: SlimModel, root: str | Path, *, labelled: bool = T
     if need > MAX_CACHE_BYTES:
         raise DataError(f"{len(indices)} images of {bands_n} x {size} x {size} need {need / 2**30:.1f} GiB in "
                         f"memory (limit {MAX_CACHE_BYTES / 2**30:.0f} GiB); train on fewer images")
-    chunks = [x.to("cpu", torch.float16) for x in model_batches(data, model, batch_size, indices=indices.tolist(),
-                                                                 bands=bands, scale=scale)]
+    chunks = [b.x.to("cpu", torch.float16) for b in model_batches(data, model, batch_size, indices=indices.tolist(),
+                                                                   bands=bands, band_names=band_names, units=units)]
     labels = None
     if labelled or labels_file is not None:
         labels = torch.from_numpy(np.asarray(data.labels)[indices]).long()
