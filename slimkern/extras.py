@@ -11,6 +11,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "analysis": ("sklearn", "threadpoolctl", "matplotlib", "tifffile"),
     "ray": ("ray",),
     "geobench": ("geobench",),
+    "train": ("lightning",),
 }
 
 

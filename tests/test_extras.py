@@ -3,6 +3,7 @@ whose extra is missing says so in one line naming the pip install, at once, not 
 
 import ast
 import functools
+import importlib
 import importlib.metadata
 import json
 import os
@@ -116,3 +117,21 @@ def test_the_ray_deployment_names_its_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # an import of ray now fails as if it were not installed
     with pytest.raises(MissingExtra, match=r'pip install "slimkern\[ray\]"'):
         ray_serve.build_app("vit_tiny_eurosat")
+
+
+def test_the_lightning_module_names_its_extra(monkeypatch):
+    from slimkern.extras import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "lightning", None)
+    monkeypatch.delitem(sys.modules, "slimkern.train.lightning", raising=False)  # imported afresh, without Lightning
+    with pytest.raises(MissingExtra, match=r"'lightning', which is not installed: pip install \"slimkern\[train\]\""):
+        importlib.import_module("slimkern.train.lightning")
+
+
+def test_reading_a_geotiff_names_the_extra(monkeypatch, tmp_path):
+    from slimkern.analysis.datasets import read_image
+    from slimkern.extras import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "tifffile", None)  # `slimkern train` reads GeoTIFFs without sweep's check
+    with pytest.raises(MissingExtra, match=r"'tifffile', which is not installed: pip install \"slimkern\[analysis\]\""):
+        read_image(tmp_path / "scene.tif")
