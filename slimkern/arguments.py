@@ -32,3 +32,25 @@ def parse_band_names(text: str) -> tuple[str, ...]:
     if not all(names):
         raise argparse.ArgumentTypeError(f"--band-names takes names like B04,B03,B02; got {text!r}")
     return names
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1 (batch sizes, counts, sizes): refused when parsed, not deep inside the command."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port 1-65535 (the OS would silently take 99999 modulo 65536)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number 1-65535, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 1-65535, got {value}")
+    return value

@@ -9,7 +9,7 @@ checkpoint's input contract (raw digital numbers, unscaled 8-bit pixels, ...) is
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -84,3 +84,47 @@ def check_plausible(model, x: torch.Tensor, inputs: dict, check: str) -> None:
     (:mod:`slimkern.input_check`; ``check`` is ``"error"``, ``"warn"`` or ``"off"``)."""
     check_input(model.cfg.name, x, model.input_band_names(x), model.input_wavelengths_um(inputs), check=check,
                 unit=model.spec.unit, sar_by_name=model.spec.sar_by_name)
+
+
+def check_token_count(model, shape: Sequence[int]) -> None:
+    """At most ``model.max_tokens`` tokens per image, from the shape alone (compute and memory grow with the square
+    of the token count, so an oversized image is refused before any work)."""
+    tokens = model.input_tokens(shape)
+    if tokens > model.max_tokens:
+        size = f"{shape[-2]}x{shape[-1]} px"
+        if len(shape) == 5:
+            size = f"{shape[2]} frames of {size}"
+        native = model.cfg.arch.img_size
+        raise ValueError(f"{model.cfg.name}: an image of {size} makes {tokens} tokens, over this model's limit of "
+                         f"{model.max_tokens} tokens per image (max_tokens; the native {native} px input makes "
+                         f"{model.num_tokens(native, native)}); send smaller images or tiles, or raise the limit: "
+                         "slimkern.load(..., max_tokens=N) or slimkern serve --max-tokens N")
+
+
+class NonFiniteOutputError(ValueError):
+    """Finite inputs whose embedding came out NaN or Inf (an overflow inside the model). ``output`` holds the
+    computed tensor, so that a server can still answer the requests merged into the same batch whose rows are fine.
+    """
+
+    def __init__(self, message: str, output: torch.Tensor) -> None:
+        super().__init__(message)
+        self.output = output
+
+
+def check_finite_output(name: str, x: torch.Tensor, out: torch.Tensor) -> None:
+    """After the computation: raise :class:`NonFiniteOutputError` naming the images whose output is not finite.
+
+    Why the output and not a bound on the input: where a finite input overflows depends on the model, its weights
+    and its dtype (float16 activations overflow at 65504, float32 ones near 3e38), so no input bound is both safe
+    and never wrong; one pass over the output catches every overflow, at a small fraction of the model's compute.
+    """
+    finite = torch.isfinite(out.reshape(out.shape[0], -1)).all(dim=1)
+    if bool(finite.all()):
+        return
+    rows = (~finite).nonzero().flatten().tolist()
+    shown = f"{rows[:8]}" + (f" and {len(rows) - 8} more" if len(rows) > 8 else "")
+    largest = float(x.detach().abs().amax()) if x.numel() else 0.0
+    raise NonFiniteOutputError(
+        f"{name}: the embedding of image(s) {shown} of {out.shape[0]} is not finite (NaN/Inf) although the input "
+        f"is: values overflowed {str(out.dtype).removeprefix('torch.')} inside the model (largest |x| "
+        f"{largest:.3g}); send normalised inputs (model.normalize) of moderate size", out)

@@ -5,17 +5,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from . import demo
+from . import __version__, demo
 from .api import build_meta
-from .arguments import parse_band_names, parse_bands, parse_widths
+from .arguments import parse_band_names, parse_bands, parse_widths, port_number, positive_int
 from .backends import describe_backends
+from .extras import MissingExtra, require
 from .plan import MODES, PAPER_WIDTHS
 from .prepare import RAW_UNITS
 from .registry import get_cfg, list_models
 
 INFO_WIDTHS = (1.0, 0.5, 0.25, 0.1, 0.01, 0.001)
+#: What each exit status of ``slimkern`` means (also in ``slimkern --help`` and the README).
+EXIT_CODES = {
+    0: "success",
+    1: "a check failed (demo: a width outside its error tolerance)",
+    2: "bad arguments or input (unknown model, value out of range, unreadable or refused file)",
+    3: "an optional feature is not installed (the message names the pip install to run)",
+    4: "an operating-system error (permission, disk full, port in use, out of memory)",
+    5: "an unexpected internal error (SLIMKERN_DEBUG=1 shows the traceback; please report it)",
+    130: "interrupted (Ctrl-C)",
+    141: "the output pipe was closed (e.g. piped into head)",
+}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -128,7 +141,11 @@ def print_all_models(widths, image_size) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="slimkern", description="Slimmable inference for RS foundation models.")
+    codes = "\n".join(f"{code:>3}  {meaning}" for code, meaning in EXIT_CODES.items())
+    parser = argparse.ArgumentParser(prog="slimkern", description="Slimmable inference for RS foundation models.",
+                                     epilog=f"exit codes:\n{codes}",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"slimkern {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list registered models")
@@ -145,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every registered model (SASF = attn+ffn, SA = attn, SF = ffn)")
     p.add_argument("--widths", type=parse_widths, default=INFO_WIDTHS, help="'paper' or a list like 1,0.5,0.1")
     p.add_argument("--mode", choices=(*MODES, "all"), default="all")
-    p.add_argument("--image-size", type=int, default=None, help="input size in px (default: the model's)")
+    p.add_argument("--image-size", type=positive_int, default=None, help="input size in px (default: the model's)")
     p.set_defaults(func=cmd_flops)
 
     p = sub.add_parser("demo", help="embed real EuroSAT images at five widths and print latency and errors")
@@ -171,9 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--widths", type=parse_widths, default=PAPER_WIDTHS, help="'paper' (default) or a list")
     p.add_argument("--mode", choices=MODES, default="attn+ffn")
     p.add_argument("--probe", choices=("knn", "linear", "both"), default="both")
-    p.add_argument("--seeds", type=int, default=5, help="seeds 0..n-1 of the splits and probes")
+    p.add_argument("--seeds", type=positive_int, default=5, help="seeds 0..n-1 of the splits and probes")
     p.add_argument("--out", required=True, help="output folder (an interrupted sweep resumes there)")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=positive_int, default=64)
     p.add_argument("--device", default="cpu")
     p.add_argument("--backend", default="auto")
     p.add_argument("--no-plot", action="store_true", help="skip the plots")
@@ -202,24 +219,63 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    require("analysis", "slimkern sweep", ("threadpoolctl", "sklearn", "tifffile")
+            + (() if args.no_plot else ("matplotlib",)))  # now, not after minutes of features
     from .analysis.command import sweep_command
 
     return sweep_command(args)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    require("analysis", "slimkern plot", ("matplotlib",))
     from .analysis.command import plot_command
 
     return plot_command(args)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``slimkern ARGS``: every error is one line on stderr with an exit status of :data:`EXIT_CODES`."""
     args = build_parser().parse_args(argv)
+    where = f"slimkern {args.command}"
     try:
-        return args.func(args)
-    except (ValueError, TypeError, NotImplementedError, FileNotFoundError) as err:
-        print(f"slimkern {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not as an "Exception ignored" message at exit
+        return code
+    except KeyboardInterrupt:
+        print(f"{where}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader (e.g. head) has gone: say nothing, and keep Python from flushing into the pipe at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except MissingExtra as err:
+        return _fail(where, err, 3)
+    except (ValueError, TypeError, NotImplementedError, FileNotFoundError, IsADirectoryError,
+            NotADirectoryError) as err:
+        return _fail(where, err, 2)
+    except (OSError, MemoryError) as err:
+        return _fail(where, err, 4)
+    except Exception as err:
+        if os.environ.get("SLIMKERN_DEBUG"):
+            raise
+        if type(err).__name__ == "OutOfMemoryError":  # torch's (a RuntimeError): the device, not a bug
+            return _fail(where, err, 4)
+        return _fail(where, f"internal error: {type(err).__name__}: {_one_line(err)}; set SLIMKERN_DEBUG=1 to see "
+                            "the traceback (please report it)", 5, prefix="")
+
+
+def _one_line(err: BaseException | str) -> str:
+    """A multi-line message (e.g. every key a checkpoint lacks) joined into one line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    text = lines[0]
+    for line in lines[1:]:
+        text += (" " if text.endswith(":") else "; ") + line
+    return text
+
+
+def _fail(where: str, err: BaseException | str, code: int, prefix: str = "error: ") -> int:
+    print(f"{where}: {prefix}{_one_line(err)}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The built-in demo (``slimkern demo``, ``examples/quickstart.py``): one checkpoint, five widths.
 
-Loads SatMAE ViT-L/16 (random weights unless ``--weights``), embeds real EuroSAT images at widths
-1.0 ... 0.01 and prints, per width, the plan, the relative FLOPs, the measured latency, the speed-up
-over width 1.0 and the error against the float64 reference path.
+Loads SatMAE ViT-L/16 (random weights unless ``--weights``; ``--model vit_tiny_eurosat`` loads its shipped
+ones), embeds real EuroSAT images at widths 1.0 ... 0.01 and prints, per width, the plan, the relative
+FLOPs, the measured latency, the speed-up over width 1.0 and the error against the float64 reference path.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import warnings
 import torch
 
 import slimkern
+from slimkern.registry import get_cfg
 from slimkern.samples import eurosat_sample
+from slimkern.weights import shipped_path
 
 WIDTHS = (1.0, 0.5, 0.25, 0.1, 0.01)
 
@@ -38,6 +40,7 @@ def median_latency(fn, repeats: int) -> float:
 def run_demo(model_name: str = "satmae", weights: str | None = None, batch: int = 2, device: str = "cpu",
              backend: str = "auto", repeats: int = 3) -> list[dict]:
     """Measure every width of :data:`WIDTHS`; returns one row per width and prints the table."""
+    shipped = shipped_path(get_cfg(model_name))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if weights is None else "default")
         model = slimkern.load(model_name, weights=weights, device=device, backend=backend)
@@ -46,7 +49,10 @@ def run_demo(model_name: str = "satmae", weights: str | None = None, batch: int 
     prepared = model.prepare(images, bands=("R", "G", "B"), units="reflectance")
     x = prepared.x
     print(f"model {model.cfg.name}: {model.cfg.description}")
-    print(f"weights: {weights or 'random (no --weights given; outputs carry no pretrained meaning)'}")
+    if weights is None:
+        weights = (f"{shipped.name} (shipped with slimkern)" if shipped else
+                   "random (no --weights given; outputs carry no pretrained meaning)")
+    print(f"weights: {weights}")
     print(f"input: {batch} EuroSAT images ({', '.join(classes)}) at {tuple(x.shape[2:])} px, device {device}, "
           f"backend {model.backend.name}, {torch.get_num_threads()} CPU threads\n")
     header = f"{'width':>6} {'d_k':>4} {'d_h':>5} {'rel FLOPs':>9} {'latency ms':>10} {'speed-up':>8} {'max err':>9}"
@@ -76,16 +82,23 @@ def main(argv: list[str] | None = None) -> int:
     return run(args)
 
 
+def sample_batch(text: str) -> int:
+    """``--batch``: 1 to 10 images (the shipped sample has 10)."""
+    if not text.isdigit() or not 1 <= int(text) <= 10:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 10 (the shipped sample has 10 images), "
+                                         f"got {text!r}")
+    return int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="satmae", help="registered model name (default: satmae)")
-    parser.add_argument("--weights", default=None, help="path to the official checkpoint (default: random weights)")
-    parser.add_argument("--batch", type=int, default=2, help="images per batch (1-10, default 2)")
+    parser.add_argument("--weights", default=None, help="path to the official checkpoint, or 'pretrained' to download "
+                        "it (default: the weights that ship for the model, else random weights)")
+    parser.add_argument("--batch", type=sample_batch, default=2, help="images per batch (1-10, default 2)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="auto")
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 1 <= args.batch <= 10:
-        raise SystemExit(f"--batch must be between 1 and 10 (the shipped sample has 10 images), got {args.batch}")
     rows = run_demo(args.model, args.weights, args.batch, args.device, args.backend)
     return 0 if all(r["ok"] for r in rows) else 1

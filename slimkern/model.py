@@ -9,7 +9,8 @@ the public API and the input checks live here. A family with several encoders (C
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import numbers
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,10 @@ from .flops import stack_flops
 from .plan import SlimPlan, check_mode, make_plan
 from .registry import ModelCfg
 from .spec import InputSpec
+
+#: Default token limit per image: this many times the token count of the model's native input (see
+#: :attr:`SlimModel.max_tokens`); 8x the tokens is an image of about 2.8x the native side.
+MAX_TOKENS_FACTOR = 8
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class SlimModel(nn.Module):
         self._block_dims = tuple((s.num_heads, s.head_dim, s.mlp_hidden) for s in block_specs)
         self._backend: tuple[tuple, Backend] | None = None  # ((name, device, dtype), the backend resolved for them)
         self._backend_name = "auto"
+        self._max_tokens: int | None = None
         self.checkpoint_sha256: str | None = None  # set by slimkern.load from the weights file
         self.checkpoint_name = "random weights"
 
@@ -89,6 +95,11 @@ class SlimModel(nn.Module):
         token per ``cfg.arch.patch_size`` patch)."""
         p = self.cfg.arch.patch_size
         return self.num_prefix_tokens + (height // p) * (width // p)
+
+    def input_tokens(self, shape: Sequence[int]) -> int:
+        """Tokens one image of an input of ``shape`` makes (default: :meth:`num_tokens` of its last two sides;
+        families whose token count depends on more, e.g. frames, override it)."""
+        return self.num_tokens(shape[-2], shape[-1])
 
     def stem_flops(self, height: int, width: int) -> int:
         """FLOPs of the (unslimmed) stem for one image."""
@@ -201,6 +212,26 @@ class SlimModel(nn.Module):
             self._backend = None
         return module
 
+    @property
+    def max_tokens(self) -> int:
+        """Most tokens one image may make; larger inputs are refused from their shape, before any work (compute
+        and memory grow with the square of the token count). Default: ``MAX_TOKENS_FACTOR`` (8) times the tokens
+        of the native input; set it (or ``slimkern.load(..., max_tokens=N)``) to change it."""
+        if self._max_tokens is not None:
+            return self._max_tokens
+        return MAX_TOKENS_FACTOR * self.num_tokens(self.cfg.arch.img_size, self.cfg.arch.img_size)
+
+    @max_tokens.setter
+    def max_tokens(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"max_tokens must be a positive whole number, got {value!r}")
+        self._max_tokens = int(value)
+
+    def check_token_count(self, shape: Sequence[int]) -> None:
+        """Raise ``ValueError`` if one image of an input of ``shape`` makes more than :attr:`max_tokens` tokens
+        (the shape alone: a server checks a body's declared shape before allocating its array)."""
+        checks.check_token_count(self, shape)
+
     # -- the public API --------------------------------------------------------------------------
     def plan(self, width: float = 1.0, mode: str = "attn+ffn") -> SlimPlan:
         """Per-block ``d_k'`` and ``d_h'`` at ``width`` (paper rule ``max(1, int(width * d))``)."""
@@ -213,10 +244,11 @@ class SlimModel(nn.Module):
         The checks (:mod:`slimkern.checks`), in order: width(s) in (0, 1] (a sequence for :meth:`run_widths`;
         ``None`` when a serving budget picks it later), mode, output, the model's own extra inputs, ``x`` a
         tensor of an accepted rank with the model's bands and at least one image, its dtype and device, its image
-        size, finite values (the one check that reads every value), and the plausibility of the values against the
-        input contract (``check``: ``"error"``, ``"warn"`` or ``"off"``; :mod:`slimkern.input_check`).
-        :meth:`run`, :meth:`reference`, :meth:`validate`, :meth:`run_widths` and the serving engine and server call
-        it exactly once per call.
+        size, at most :attr:`max_tokens` tokens per image, finite values (the one check that reads every value),
+        and the plausibility of the values against the input contract (``check``: ``"error"``, ``"warn"`` or
+        ``"off"``; :mod:`slimkern.input_check`). :meth:`run`, :meth:`reference`, :meth:`validate`,
+        :meth:`run_widths` and the serving engine and server call it exactly once per call; :meth:`run` and the
+        engine then check that the output is finite.
 
         Raises:
             TypeError: wrong types, dtype or unexpected extra inputs. ValueError: anything else, with what is
@@ -228,6 +260,7 @@ class SlimModel(nn.Module):
         checks.check_extra_inputs(self, inputs)
         self.check_tensor(x)
         self.check_image_size(x.shape[-2], x.shape[-1])
+        checks.check_token_count(self, x.shape)
         checks.check_finite(self.cfg.name, x)
         checks.check_plausible(self, x, inputs, check)
         return widths
@@ -256,7 +289,9 @@ class SlimModel(nn.Module):
         """
         width = self.check_inputs(x, width, mode=mode, output=output, check=check, **inputs)
         with torch.no_grad():
-            return self.encode(x, width, mode, output, self.backend, **inputs)
+            out = self.encode(x, width, mode, output, self.backend, **inputs)
+        checks.check_finite_output(self.cfg.name, x, out)
+        return out
 
     forward = run
 
@@ -271,7 +306,9 @@ class SlimModel(nn.Module):
         from .reference import REFERENCE
 
         with torch.no_grad():
-            return self.encode(x.to(dtype), width, mode, output, REFERENCE, **inputs)
+            out = self.encode(x.to(dtype), width, mode, output, REFERENCE, **inputs)
+        checks.check_finite_output(self.cfg.name, x, out)
+        return out
 
     def encode(self, x: torch.Tensor, width: float, mode: str, output: str, blocks: Backend, **inputs
                ) -> torch.Tensor:
@@ -305,10 +342,14 @@ class SlimModel(nn.Module):
         backend = self.backend
         with torch.no_grad():
             if type(self).encode is not SlimModel.encode:
-                return {w: self.encode(x, w, mode, output, backend, **inputs) for w in widths}
-            stem = self.embed(x, **inputs)
-            bias = self.attention_bias(x.shape[-2], x.shape[-1], x.dtype)
-            return {w: self._encode_stem(stem, self.plan(w, mode), bias, output, backend) for w in widths}
+                outs = {w: self.encode(x, w, mode, output, backend, **inputs) for w in widths}
+            else:
+                stem = self.embed(x, **inputs)
+                bias = self.attention_bias(x.shape[-2], x.shape[-1], x.dtype)
+                outs = {w: self._encode_stem(stem, self.plan(w, mode), bias, output, backend) for w in widths}
+        for out in outs.values():
+            checks.check_finite_output(self.cfg.name, x, out)
+        return outs
 
     def validate(self, x: torch.Tensor, width: float = 1.0, *, mode: str = "attn+ffn", output: str = "pooled",
                  check: str = "error", **inputs) -> ValidationReport:
@@ -380,7 +421,9 @@ class SlimModel(nn.Module):
     def _image_size(self, image_size: int | tuple[int, int] | None) -> tuple[int, int]:
         if image_size is None:
             image_size = self.cfg.arch.img_size
-        height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if isinstance(image_size, numbers.Integral):
+            image_size = (image_size, image_size)
+        height, width = (int(side) for side in image_size)
         self.check_image_size(height, width)
         return height, width
 

@@ -8,6 +8,7 @@ Paper rule (Hackel, Burgert, Demir 2026): ``d_k' = max(1, int(s * d_k))`` per at
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from functools import cache
 
@@ -21,9 +22,14 @@ PAPER_WIDTHS = (
 )  # fmt: skip
 
 
+def is_real_number(value: object) -> bool:
+    """True for Python and numpy ints and floats (``np.float32(0.5)``, ``np.int64(1)``), False for booleans."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)  # np.bool_ is not numbers.Real
+
+
 def check_width(width: float) -> float:
     """Return ``width`` as a float, or raise if it is not a finite number in (0, 1]."""
-    if isinstance(width, bool) or not isinstance(width, (int, float)):
+    if not is_real_number(width):
         raise TypeError(f"width must be a number in (0, 1], got {type(width).__name__} {width!r}")
     width = float(width)
     if not math.isfinite(width) or not 0.0 < width <= 1.0:

@@ -42,7 +42,8 @@ class ModelCfg:
     """Everything slimkern knows about one registered model.
 
     ``arch`` is the family's architecture dataclass; ``model_cls`` builds the model from the cfg. ``spec`` is the
-    checkpoint's input contract (bands, units, normalisation, sizes, each fact with its source).
+    checkpoint's input contract (bands, units, normalisation, sizes, each fact with its source). ``weights_url`` is
+    the official weight file, ``weights_sha256`` its pinned hash (see :mod:`slimkern.weights`).
     """
 
     name: str
@@ -54,6 +55,8 @@ class ModelCfg:
     pooled: str
     checkpoint: CheckpointFormat
     weights_url: str = ""
+    weights_sha256: str = ""  # of the file at weights_url: weights="pretrained" downloads only with it pinned
+    shipped_weights: str = ""  # weight file inside the package (relative to slimkern/): loaded by default
     license: str = ""
     paper: str = ""
     aliases: tuple[str, ...] = field(default=())

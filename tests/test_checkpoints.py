@@ -143,3 +143,86 @@ def test_container_without_tensors(source):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint file not found"):
         load(tmp_path / "nope.pth")
+
+
+# -- issue 13 item 6: weights must be real floating point ---------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.uint8, torch.int8, torch.complex64])
+def test_weights_that_are_not_real_floating_point_are_refused(source, dtype):
+    _, state = source
+    bad = dict(state)
+    bad["blocks.0.attn.qkv.weight"] = torch.ones(state["blocks.0.attn.qkv.weight"].shape, dtype=dtype)
+    bad["norm.bias"] = torch.zeros(state["norm.bias"].shape, dtype=dtype)
+    with pytest.raises(CheckpointError, match=rf"2 tensors not real floating point: blocks\.0\.attn\.qkv\.weight "
+                                              rf"\({str(dtype).removeprefix('torch.')}\), norm\.bias"):
+        load(bad, dtype=torch.float32)
+
+
+# -- issue 13 item 7: pickled code is refused by name, and never runs ---------------------------------------------
+class SystemCall:
+    """Unpickling this would run a shell command (what a malicious checkpoint does)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _pickle_protocol_4(path, obj):
+    import pickle
+
+    path.write_bytes(pickle.dumps(obj, protocol=4))  # a plain pickle, not torch.save: torch reports an opcode
+
+
+@pytest.mark.parametrize("write", [
+    lambda path, obj: torch.save(obj, path),
+    lambda path, obj: torch.save(obj, path, _use_new_zipfile_serialization=False),
+    _pickle_protocol_4,
+], ids=["zip", "legacy", "raw-pickle"])
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4")  # torch's note on the plain pickle
+def test_pickled_code_is_refused_by_name_and_never_runs(tmp_path, source, write):
+    _, state = source
+    marker = tmp_path / "PAYLOAD_RAN"
+    path = tmp_path / "evil.pth"
+    write(path, {"model": dict(state), "payload": SystemCall(marker)})
+    with pytest.raises(CheckpointError) as err:
+        load(path)
+    message = str(err.value)
+    assert "posix.system" in message and "evil.pth" in message, message
+    assert "weights_only=False" not in message and "trust" not in message, message
+    assert not marker.exists()
+
+
+# -- issue 13 item 8: every reading error names the file and the format tried -------------------------------------
+def _truncated(tmp_path, source, suffix, save):
+    _, state = source
+    path = tmp_path / f"full{suffix}"
+    save(path, state)
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return cut
+
+
+@pytest.mark.parametrize(("make", "fmt"), [
+    (lambda tmp, src: (tmp / "empty.pth", (tmp / "empty.pth").write_bytes(b""))[0], "PyTorch checkpoint"),
+    (lambda tmp, src: (tmp / "empty.safetensors", (tmp / "empty.safetensors").write_bytes(b""))[0], "safetensors"),
+    (lambda tmp, src: _truncated(tmp, src, ".safetensors", lambda p, s: save_file(s, p)), "safetensors"),
+    (lambda tmp, src: _truncated(tmp, src, ".pth", lambda p, s: torch.save(s, p)), "PyTorch checkpoint"),
+    (lambda tmp, src: _truncated(tmp, src, ".pt", lambda p, s: torch.save(s, p, _use_new_zipfile_serialization=False)),
+     "PyTorch checkpoint"),
+], ids=["empty-pth", "empty-safetensors", "truncated-safetensors", "truncated-zip", "truncated-legacy"])
+def test_unreadable_files_name_the_file_and_the_format(tmp_path, source, make, fmt):
+    path = make(tmp_path, source)
+    with pytest.raises(CheckpointError) as err:
+        load(path)
+    message = str(err.value)
+    assert repr(str(path)) in message and fmt in message, message
+
+
+def test_a_directory_or_a_missing_file_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match=rf"{tmp_path.name}'? is a directory, not a checkpoint file"):
+        load(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"checkpoint file not found: '.*nope\.safetensors' \(a safetensors"):
+        load(tmp_path / "nope.safetensors")

@@ -1,7 +1,7 @@
 """Redundancy analysis: accuracy-vs-compute width sweeps with k-NN and linear probes, redundancy
 measures, result files in the paper's layout and plots (``slimkern sweep``, ``slimkern plot``).
 
-Needs the ``analysis`` extra (scikit-learn, matplotlib, tqdm, tifffile), imported when used.
+Needs the ``analysis`` extra (scikit-learn, threadpoolctl, matplotlib, tifffile), imported when used.
 
 >>> from slimkern.analysis import class_folder_dataset, run_sweep       # doctest: +SKIP
 >>> model = slimkern.load("vit_tiny_eurosat", weights=WEIGHTS)           # doctest: +SKIP

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..extras import MissingExtra, missing
 from ..model import SlimModel
 from ..prepare import Prepared
 
@@ -78,7 +79,10 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
-            import tifffile
+            try:
+                import tifffile
+            except ImportError as err:  # `slimkern train` reads GeoTIFFs too, without sweep's up-front check
+                raise missing("analysis", "reading GeoTIFF images", "tifffile", err) from None
 
             with tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
@@ -100,7 +104,7 @@ def read_image(path: str | Path) -> np.ndarray:
                     raise DataError(f"{path}: a {img.mode} image (16/32-bit); JPEG/PNG are read as 8-bit RGB, "
                                     "so save it as 8-bit or as a GeoTIFF (read with its stored values)")
                 array = np.asarray(img.convert("RGB")).transpose(2, 0, 1)
-    except DataError:
+    except (DataError, MissingExtra):
         raise
     except Exception as err:  # PIL and tifffile raise many types for broken files
         raise DataError(f"cannot read image {path}: {type(err).__name__}: {err}") from None
@@ -192,7 +196,7 @@ def geobench_dataset(task_name: str, band_names: Sequence[str] | None = None,
         import geobench
     except ImportError:
         raise DataError("GEO-Bench data sets need the 'geobench' package and the data downloaded locally "
-                        "(pip install geobench; geobench-download; see GEO-Bench's README)") from None
+                        "(pip install \"slimkern[geobench]\"; geobench-download; see GEO-Bench's README)") from None
     tasks = {task.dataset_name: task for task in geobench.task_iterator(benchmark_name=benchmark)}
     if task_name not in tasks:
         raise DataError(f"GEO-Bench task {task_name!r} not found in {benchmark}; available: {', '.join(sorted(tasks))}")

@@ -9,12 +9,17 @@
   "shape": [...], "width": ..., "relative_flops": ..., "plan": ..., "mode": ..., "budget": ..., "provenance": {...}}``.
 
 Inputs are floating point (float16/32/64, or bfloat16 in safetensors); the server casts them to the model's dtype.
+The npy and safetensors headers are read first: a declared shape whose bytes differ from what the body carries is
+refused (400), and ``check_shape`` can refuse a shape over the model's limits, both before any array is allocated.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
+import struct
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,6 +32,12 @@ NPY = "application/x-npy"
 SAFETENSORS = "application/x-safetensors"
 JSON = "application/json"
 MEDIA_TYPES = (NPY, SAFETENSORS, JSON)
+#: Floating dtypes of safetensors bodies and their bytes per value.
+SAFETENSORS_FLOATS = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
+MAX_SAFETENSORS_HEADER = 1 << 20  # a header naming a few tensors is far smaller
+
+#: ``check_shape(shape)``: raise ``ValueError`` for a declared input shape the model must not take (HTTP 422).
+CheckShape = Callable[[tuple[int, ...]], None]
 
 
 class PayloadError(ValueError):
@@ -46,44 +57,105 @@ def media_type(header: str | None) -> str:
     return (header or "").split(";", 1)[0].strip().lower()
 
 
-def decode(body: bytes, content_type: str | None) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The input batch of a request body and, for JSON, its other fields (budget, mode, output, ...)."""
+def decode(body: bytes, content_type: str | None, check_shape: CheckShape | None = None
+           ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The input batch of a request body and, for JSON, its other fields (budget, mode, output, ...).
+
+    ``check_shape`` sees the declared shape of npy and safetensors bodies before their array is allocated (and the
+    shape of a JSON body once parsed)."""
+    check = check_shape or (lambda shape: None)
     kind = media_type(content_type)
     if kind == NPY:
-        return _as_input(_decode_npy(body)), {}
+        return _decode_npy(body, check), {}
     if kind == SAFETENSORS:
-        return _as_input(_decode_safetensors(body)), {}
+        return _as_input(_decode_safetensors(body, check)), {}
     if kind == JSON:
-        return _decode_json(body)
+        x, fields = _decode_json(body)
+        check(tuple(x.shape))
+        return x, fields
     raise UnsupportedMediaType(f"unsupported Content-Type {content_type!r}; send one of {', '.join(MEDIA_TYPES)}")
 
 
-def _decode_npy(body: bytes) -> torch.Tensor:
+def _declared_size(shape: tuple[int, ...], dtype: str, itemsize: int, available: int, where: str) -> None:
+    """Refuse a header whose shape needs other than the ``available`` bytes."""
+    needed = math.prod(shape) * itemsize
+    if needed != available:
+        dims = "x".join(map(str, shape)) or "scalar"
+        raise PayloadError(f"the {where} declares {dims} {dtype} ({needed} bytes) but the body holds {available} "
+                           "bytes after the header")
+
+
+def _decode_npy(body: bytes, check: CheckShape) -> torch.Tensor:
+    stream = io.BytesIO(body)
     try:
-        array = np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f".npy format version {version[0]}.{version[1]} (numpy.save writes 1.0 or 2.0)")
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as err:
         raise PayloadError(f"body is not a .npy array ({err}); write it with numpy.save") from None
-    if not isinstance(array, np.ndarray):
-        raise PayloadError("body is an .npz archive; send one array written with numpy.save")
+    if any(not isinstance(d, int) or d < 0 for d in shape):
+        raise PayloadError(f"the .npy header declares the shape {shape!r}; write the array with numpy.save")
+    _check_float(dtype)
+    _declared_size(shape, str(dtype.newbyteorder("=")), dtype.itemsize, len(body) - stream.tell(), ".npy header")
+    check(shape)
+    array = np.frombuffer(body, dtype=dtype, offset=stream.tell()).reshape(shape, order="F" if fortran else "C")
     return array_to_tensor(array)
 
 
+def _check_float(dtype: np.dtype) -> None:
+    if dtype.kind != "f" or dtype.itemsize not in (2, 4, 8):  # longdouble has no torch dtype
+        raise PayloadError(f"x is {dtype}; send normalised floating-point values (float32, or float16/float64)")
+
+
 def array_to_tensor(array: np.ndarray) -> torch.Tensor:
-    """A float16/32/64 numpy array of either byte order as a tensor (``PayloadError`` for other dtypes)."""
-    if array.dtype.kind != "f" or array.dtype.itemsize not in (2, 4, 8):  # longdouble has no torch dtype
-        raise PayloadError(f"x is {array.dtype}; send normalised floating-point values (float32, or float16/float64)")
+    """A float16/32/64 numpy array of either byte order as a tensor of its own, writable memory (``PayloadError`` for
+    other dtypes)."""
+    _check_float(array.dtype)
     # big-endian arrays (numpy.save of '>f4') are valid .npy files, torch only reads native byte order
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("=")))
+    return torch.from_numpy(np.array(array, dtype=array.dtype.newbyteorder("="), order="C"))
 
 
-def _decode_safetensors(body: bytes) -> torch.Tensor:
+def _decode_safetensors(body: bytes, check: CheckShape) -> torch.Tensor:
+    header = _safetensors_header(body)
+    entry = header.get("x")
+    if not isinstance(entry, dict):
+        names = sorted(k for k in header if k != "__metadata__")
+        raise PayloadError(f"the safetensors body must hold a tensor named 'x', it holds {names}")
     try:
-        tensors = safetensors_load(body)
+        dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
+        if not all(isinstance(v, int) and v >= 0 for v in (*shape, begin, end)) or begin > end:
+            raise TypeError
+    except (KeyError, TypeError, ValueError):
+        raise PayloadError(f"body is not a safetensors file (tensor 'x' has the header entry {entry!r})") from None
+    if dtype not in SAFETENSORS_FLOATS:
+        raise PayloadError(f"x is {dtype}; send normalised floating-point values (F32, or F16/BF16/F64)")
+    data = len(body) - 8 - int.from_bytes(body[:8], "little")
+    _declared_size(shape, dtype, SAFETENSORS_FLOATS[dtype], min(end, data) - min(begin, data), "safetensors header")
+    check(shape)
+    try:
+        return safetensors_load(body)["x"]
     except (SafetensorError, ValueError, RuntimeError) as err:
         raise PayloadError(f"body is not a safetensors file ({err})") from None
-    if "x" not in tensors:
-        raise PayloadError(f"the safetensors body must hold a tensor named 'x', it holds {sorted(tensors)}")
-    return tensors["x"]
+
+
+def _safetensors_header(body: bytes) -> dict[str, Any]:
+    """The JSON header of a safetensors body: an 8-byte little-endian length, then that many bytes of JSON."""
+    if len(body) < 8:
+        raise PayloadError(f"body is not a safetensors file ({len(body)} bytes, shorter than its header length)")
+    (length,) = struct.unpack("<Q", body[:8])
+    if length > min(len(body) - 8, MAX_SAFETENSORS_HEADER):
+        raise PayloadError(f"body is not a safetensors file (header length {length} for a body of {len(body)} bytes)")
+    try:
+        header = json.loads(body[8:8 + length])
+    except (ValueError, RecursionError) as err:
+        raise PayloadError(f"body is not a safetensors file (its header is not JSON: {err})") from None
+    if not isinstance(header, dict):
+        raise PayloadError("body is not a safetensors file (its header is not a JSON object)")
+    return header
 
 
 def _decode_json(body: bytes) -> tuple[torch.Tensor, dict[str, Any]]:

@@ -25,10 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
+from ..checks import check_finite_output
 from ..input_check import check_mode as check_input_mode
 from ..model import SlimModel
-from ..plan import PAPER_WIDTHS, SlimPlan, check_mode, check_width
+from ..plan import PAPER_WIDTHS, SlimPlan, check_mode, check_width, is_real_number
 from .graphs import DEFAULT_BUCKETS, GraphCache
 from .profile import LatencyProfile, fingerprint
 
@@ -46,7 +48,7 @@ class Choice:
 
 
 def _check_fraction(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_real_number(value):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
     value = float(value)
     if not math.isfinite(value) or not 0.0 < value <= 1.0:
@@ -76,11 +78,11 @@ class Engine:
                  graph_max_bytes: int | None = None, check: str = "error") -> None:
         if not isinstance(model, SlimModel):
             raise TypeError(f"Engine wraps a slimkern SlimModel (from slimkern.load), got {type(model).__name__}")
-        if not widths:
+        self.widths = tuple(sorted({check_width(w) for w in widths}))  # any iterable, numpy arrays included
+        if not self.widths:
             raise ValueError("widths must list at least one candidate width in (0, 1]")
         self.model = model
         self.check = check_input_mode(check)
-        self.widths = tuple(sorted({check_width(w) for w in widths}))
         use_graphs = model.device.type == "cuda" if graphs is None else graphs and model.device.type == "cuda"
         self.graphs = (GraphCache(model, buckets=buckets, max_entries=graph_max_entries, max_bytes=graph_max_bytes)
                        if use_graphs else None)
@@ -130,8 +132,9 @@ class Engine:
         return Choice(chosen, self.model.plan(chosen, mode), self.relative_flops(chosen, mode, size), words)
 
     def _choose_latency(self, latency_ms: float, batch: int, mode: str, size: tuple[int, int]) -> tuple[float, str]:
-        if isinstance(latency_ms, bool) or not isinstance(latency_ms, (int, float)):
+        if not is_real_number(latency_ms):
             raise TypeError(f"latency_ms must be a number of milliseconds, got {type(latency_ms).__name__}")
+        latency_ms = float(latency_ms)
         if not math.isfinite(latency_ms) or latency_ms <= 0:
             raise ValueError(f"latency_ms must be a positive number of milliseconds, got {latency_ms!r}")
         profile = self._current_profile()
@@ -189,33 +192,51 @@ class Engine:
             self.check_inputs(x, output, **inputs)
         if self.graphs is None or inputs:
             with torch.no_grad():
-                return self.model.encode(x, choice.width, choice.plan.mode, output, self.model.backend, **inputs)
-        return self.graphs.run(x, choice.width, choice.plan.mode, output)
+                out = self.model.encode(x, choice.width, choice.plan.mode, output, self.model.backend, **inputs)
+        else:
+            out = self.graphs.run(x, choice.width, choice.plan.mode, output)
+        check_finite_output(self.model.cfg.name, x, out)  # as model.run does
+        return out
 
     # -- latency profile ------------------------------------------------------------------------------
     def profile(self, batch_sizes: Sequence[int] = DEFAULT_PROFILE_BATCHES, widths: Sequence[float] | None = None, *,
                 repeats: int = 3, mode: str = "attn+ffn", output: str = "pooled",
-                image_size: tuple[int, int] | None = None) -> LatencyProfile:
+                image_size: tuple[int, int] | None = None, progress: bool = True) -> LatencyProfile:
         """Measure the median latency (ms, after one warm-up) of every width at every batch size on this device.
 
-        Widths with the same plan are measured once. The result becomes the engine's profile and is returned.
+        Widths with the same plan are measured once, with a progress bar on stderr (``progress=False``: none).
+        Latencies are then made monotone in width: a plan measured slower than a wider plan is measured once more
+        (other work on the machine only ever adds time, so the lower median is kept), and what still disagrees is
+        evened out by :meth:`LatencyProfile.make_monotone`, so that noise never lets a latency budget pick a wider
+        width than the measurements allow. The result becomes the engine's profile and is returned.
         """
         check_mode(mode)
-        if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
+        batches = sorted({int(b) for b in batch_sizes})
+        if not batches or batches[0] < 1:
             raise ValueError(f"batch_sizes must be positive, got {batch_sizes!r}")
         widths = self.widths if widths is None else tuple(sorted({check_width(w) for w in widths}))
         size = tuple(image_size or (self.model.cfg.arch.img_size,) * 2)
         self.model.check_image_size(*size)
         profile = LatencyProfile(self.fingerprint(), mode, output, size)
+        choices = [self.choose(1, width=width, mode=mode, image_size=size) for width in widths]
+        by_plan = {choice.plan: choice for choice in choices}  # one per plan, narrowest first
         bands = len(self.model.cfg.bands)
-        for batch in sorted({int(b) for b in batch_sizes}):
-            x = torch.randn(batch, bands, *size, dtype=self.model.dtype, device=self.model.device)
-            by_plan: dict[SlimPlan, float] = {}
-            for width in widths:
-                choice = self.choose(batch, width=width, mode=mode, image_size=size)
-                if choice.plan not in by_plan:
-                    by_plan[choice.plan] = self._median_ms(lambda c=choice, x=x: self.execute(x, c, output), repeats)
-                profile.record(batch, width, by_plan[choice.plan])
+        with tqdm(total=len(batches) * len(by_plan), desc=f"latency profile of {self.model.cfg.name}",
+                  unit="plan", disable=not progress) as bar:
+            for batch in batches:
+                x = torch.randn(batch, bands, *size, dtype=self.model.dtype, device=self.model.device)
+                ms: dict[SlimPlan, float] = {}
+                for plan, choice in by_plan.items():
+                    ms[plan] = self._median_ms(lambda c=choice, x=x: self.execute(x, c, output), repeats)
+                    bar.update()
+                plans = list(by_plan)
+                for i, plan in enumerate(plans[:-1]):
+                    if ms[plan] > min(ms[p] for p in plans[i + 1:]):  # slower than a wider plan: noise
+                        again = self._median_ms(lambda c=by_plan[plan], x=x: self.execute(x, c, output), repeats)
+                        ms[plan] = min(ms[plan], again)
+                for choice in choices:
+                    profile.record(batch, choice.width, ms[choice.plan])
+        profile.make_monotone()
         self.latency_profile = profile
         return profile
 

@@ -96,6 +96,16 @@ class LatencyProfile:
     def record(self, batch: int, width: float, ms: float) -> None:
         self.latency_ms.setdefault(str(batch), {})[repr(float(width))] = ms
 
+    def make_monotone(self) -> None:
+        """Raise each latency to the largest of the narrower widths of its batch size (a running maximum from the
+        narrowest width up). A wider width does more work, so a lower latency than a narrower width's is noise; a
+        budget must never pick a width that a narrower width's measurement says would miss it."""
+        for row in self.latency_ms.values():
+            slowest = 0.0
+            for key in sorted(row, key=float):
+                slowest = max(slowest, row[key])
+                row[key] = slowest
+
     def stale_fields(self, current: dict[str, str]) -> list[str]:
         """Fingerprint fields that differ from ``current`` (only those present in both), as readable strings."""
         return [f"{key}: profile {self.fingerprint[key]!r}, now {current[key]!r}"
@@ -113,8 +123,10 @@ class LatencyProfile:
             data = json.loads(Path(path).read_text())
             if data.get("version") != FORMAT_VERSION:
                 raise ValueError(f"format version {data.get('version')!r}, expected {FORMAT_VERSION}")
-            return cls(fingerprint=dict(data["fingerprint"]), mode=data["mode"], output=data["output"],
-                       image_size=tuple(data["image_size"]), latency_ms=data["latency_ms"])
+            profile = cls(fingerprint=dict(data["fingerprint"]), mode=data["mode"], output=data["output"],
+                          image_size=tuple(data["image_size"]), latency_ms=data["latency_ms"])
+            profile.make_monotone()  # files written before profiles were made monotone
+            return profile
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError, ValueError) as err:
             raise ValueError(f"{os.fspath(path)!r} is not a slimkern latency profile ({err}); "
                              "write one with Engine.profile() and Engine.save_profile(path)") from None

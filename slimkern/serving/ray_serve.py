@@ -20,17 +20,20 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from starlette.requests import Request
-from starlette.responses import Response
 
+from ..extras import require
 from ..plan import PAPER_WIDTHS
 from .codecs import array_to_tensor
 from .engine import Engine
 from .server import EmbedService
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -39,7 +42,7 @@ class SlimkernReplica:
     """One Ray Serve replica: the model loaded once, all budgets served from it.
 
     Args:
-        name, weights: as :func:`slimkern.load` (``weights=None``: random weights, with a warning).
+        name, weights: as :func:`slimkern.load` (``weights=None``: shipped weights, else random ones).
         device: ``"auto"``: the replica's GPU if Ray gave it one, else the CPU.
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
         widths: candidate widths of flops / latency budgets.
@@ -62,7 +65,8 @@ class SlimkernReplica:
         self.engine = Engine(model, widths=widths)
         if profile is not None and os.path.exists(profile):
             self.engine.load_profile(profile)
-        self.service = EmbedService(self.engine, **(service or {}))
+        # requests reach a replica through Ray's proxy, so they share one client address: no per-address cap
+        self.service = EmbedService(self.engine, **{"max_per_client": 0, **(service or {})})
 
     async def embed(self, x: np.ndarray, **params: Any) -> dict[str, Any]:
         """Embeddings of ``x`` (normalised ``[B, C, H, W]``, or raw with ``bands``) under ``params``: one of
@@ -88,6 +92,7 @@ def build_app(name: str, weights: str | None = None, *, num_replicas: int = 1,
     ``ray_actor_options`` default to one GPU per replica when this machine has one (``{"num_gpus": 1}``), else
     one CPU; ``replica_options`` go to :class:`SlimkernReplica`.
     """
+    require("ray", "slimkern's Ray Serve deployment")
     from ray import serve
 
     if ray_actor_options is None:

@@ -8,10 +8,17 @@ the model's units (``model.spec``) with ``normalize=true``. At most one budget: 
 body. Encodings: :mod:`slimkern.serving.codecs`. Every answer carries its provenance (model, checkpoint hash, width,
 input contract used, dtype, device, backend, library versions).
 
-Status codes: 400 undecodable body, 406 unwritable Accept, 413 body over ``max_body_bytes``, 415 unknown
-Content-Type, 422 a well-formed request the model refuses (bands, shape, size, NaN/Inf, input that does not look
-normalised, width or budget out of range, unmeetable budget), 503 + ``Retry-After`` when ``max_queue`` requests
-are unanswered. Each error body is ``{"detail": "what was wrong and what is expected"}``; the server keeps serving.
+Status codes: 400 undecodable body (or a header declaring other bytes than the body holds), 406 unwritable Accept,
+408 body not received within ``body_timeout_s``, 413 body over ``max_body_bytes``, 415 unknown Content-Type, 422 a
+well-formed request the model refuses (bands, shape, size, more than ``max_tokens`` tokens per image, NaN/Inf in the
+input or the embedding, input that does not look normalised, width or budget out of range, unmeetable budget),
+429 + ``Retry-After`` when one client address has ``max_per_client`` requests in flight, 503 + ``Retry-After`` when
+``max_queue`` requests are unanswered. Each error body is ``{"detail": "what was wrong and what is expected"}``;
+the server keeps serving.
+
+Hostile clients are bounded: requests count against ``max_queue`` from their first byte, one address holds at most
+``max_per_client`` of them, a body must arrive within ``body_timeout_s``, and a declared input shape is checked
+against the body's length and the model's limits before any array is allocated.
 
 A ``latency_ms`` budget is resolved for the request's own batch size (the engine's profile); the request may then
 wait up to ``max_wait_ms`` and run merged with other requests of the same plan, which the budget does not cover.
@@ -28,11 +35,18 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import torch
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from ..checks import OUTPUTS
+from ..extras import missing
+
+try:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+    from starlette.requests import ClientDisconnect
+except ImportError as err:
+    raise missing("serve", "slimkern's HTTP server", err.name or str(err), err) from None
+
+from ..checks import LAYOUTS, OUTPUTS, NonFiniteOutputError, check_finite_output
 from ..plan import MODES
 from ..prepare import Prepared
 from .batcher import DynamicBatcher, Pending, QueueFull
@@ -50,6 +64,14 @@ class BodyTooLarge(ValueError):
     """A request body over the server's limit (HTTP 413)."""
 
 
+class BodyTimeout(ValueError):
+    """A request body that did not arrive within the server's deadline (HTTP 408)."""
+
+
+class TooManyFromClient(RuntimeError):
+    """One client address holds ``max_per_client`` requests in flight already (HTTP 429)."""
+
+
 class EmbedService:
     """The logic of ``POST /v1/embed`` around one engine and its batcher, shared by the FastAPI app and the Ray
     Serve replica: decode, check, resolve the budget, batch, encode; every refusal a status with its reason.
@@ -59,13 +81,17 @@ class EmbedService:
         max_batch, max_wait_ms: dynamic batching (see :class:`~slimkern.serving.batcher.DynamicBatcher`).
         max_queue: most unanswered requests; beyond it requests get 503 with ``Retry-After: retry_after_s``.
         max_body_bytes: largest request body (413 beyond).
+        max_per_client: most requests in flight from one client address (429 beyond; 0: no cap). Behind a proxy
+            every client has the proxy's address: raise it to ``max_queue`` there.
+        body_timeout_s: longest a request body may take to arrive (408 beyond), so that stalled uploads free
+            their place in ``max_queue``.
         workers: batches that run at once (threads).
         on_batch: called with every batch's size (metrics).
     """
 
     def __init__(self, engine: Engine, *, max_batch: int = 16, max_wait_ms: float = 5.0, max_queue: int = 64,
-                 max_body_bytes: int = 64 << 20, workers: int = 2, retry_after_s: int = 1,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 max_body_bytes: int = 64 << 20, max_per_client: int = 16, body_timeout_s: float = 60.0,
+                 workers: int = 2, retry_after_s: int = 1, on_batch: Callable[[int], None] | None = None) -> None:
         model = engine.model
         if model.extra_inputs:
             raise NotImplementedError(f"{model.cfg.name} needs extra inputs ({', '.join(model.extra_inputs)}); the "
@@ -74,14 +100,21 @@ class EmbedService:
         self.max_queue = max_queue
         self.in_flight = 0  # requests from their first byte to their answer (reading, decoding, queued, running)
         self.max_body_bytes = max_body_bytes
+        self.max_per_client = max_per_client
+        self.body_timeout_s = body_timeout_s
+        self.by_client: dict[str, int] = {}  # requests in flight per client address
         self.retry_after_s = retry_after_s
         self.batcher = DynamicBatcher(self._run_batch, max_batch=max_batch, max_wait_ms=max_wait_ms,
                                       max_queue=max_queue, workers=workers, on_batch=on_batch)
 
     def _run_batch(self, items: list[Pending], x: torch.Tensor) -> torch.Tensor:
         choice, output = items[0].tag  # every item of a batch has the same plan, so the same result
+        try:
+            out = self.engine.execute(x, choice, output, checked=True)  # each request was checked alone
+        except NonFiniteOutputError as err:  # one request's overflow must not fail the others merged with it:
+            out = err.output  # each request's rows are checked on their own (_embed_checked)
         # to the host here, in the worker thread: a GPU sync in the event loop would stall every other request
-        return self.engine.execute(x, choice, output, checked=True).cpu()  # each request was checked alone
+        return out.cpu()
 
     async def embed_tensor(self, x: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         """Embeddings of one request's batch ``x`` with ``params`` (budget, mode, output, normalize, bands, units,
@@ -95,6 +128,7 @@ class EmbedService:
         x, choice, prepared = await asyncio.to_thread(_prepare, self.engine, x, params)
         key = (choice.plan, tuple(x.shape[1:]), params["output"])
         out = await self.batcher.submit(key, x, tag=(choice, params["output"]), cost=choice.relative_flops)
+        check_finite_output(self.engine.model.cfg.name, x, out)
         return out, choice, prepared
 
     def metadata(self, choice: Choice, prepared: Prepared | None = None) -> dict[str, Any]:
@@ -107,25 +141,39 @@ class EmbedService:
 
         ``max_queue`` bounds the requests in flight from their first byte: counting them only once queued in the
         batcher would let any number of bodies be read and decoded (up to ``max_body_bytes`` each) before a 503."""
+        retry = {"Retry-After": str(self.retry_after_s)}
         if self.in_flight >= self.max_queue:
             err = QueueFull(f"the server holds {self.in_flight} unanswered requests (max_queue={self.max_queue}); "
                             "retry later")
-            return _error(503, err, {"Retry-After": str(self.retry_after_s)}), None
+            return _error(503, err, retry), None
+        client = request.client.host if request.client else ""
+        mine = self.by_client.get(client, 0)
+        if self.max_per_client and mine >= self.max_per_client:
+            err = TooManyFromClient(f"this client has {mine} requests in flight (max_per_client="
+                                    f"{self.max_per_client}); wait for their answers")
+            return _error(429, err, retry), None
         self.in_flight += 1
+        self.by_client[client] = mine + 1
         try:
             return await self._embed(request)
         finally:
             self.in_flight -= 1
+            self.by_client[client] -= 1
+            if not self.by_client[client]:
+                del self.by_client[client]
 
     async def _embed(self, request: Request) -> tuple[Response, Choice | None]:
         try:
-            body = await _read_body(request, self.max_body_bytes)
+            body = await _read_body(request, self.max_body_bytes, self.body_timeout_s)
             kind = media_type(request.headers.get("content-type"))
             answer_in = response_kind(request.headers.get("accept"), kind)
-            x, fields = await asyncio.to_thread(decode, body, kind)  # parsing megabytes of JSON: off the event loop
+            # parsing megabytes of JSON: off the event loop
+            x, fields = await asyncio.to_thread(decode, body, kind, self._check_shape)
             out, choice, prepared = await self._embed_checked(x, _params(dict(request.query_params), fields))
         except BodyTooLarge as err:
             return _error(413, err), None
+        except BodyTimeout as err:
+            return _error(408, err), None
         except UnsupportedMediaType as err:
             return _error(415, err), None
         except NotAcceptable as err:
@@ -139,6 +187,14 @@ class EmbedService:
         meta = self.metadata(choice, prepared)
         headers = {f"X-Slimkern-{k.replace('_', '-').title()}": header_value(v) for k, v in meta.items()}
         return Response(encode(out, answer_in, meta), media_type=answer_in, headers=headers), choice
+
+    def _check_shape(self, shape: tuple[int, ...]) -> None:
+        """The declared input shape against the model's rank and token limit (before the array is allocated)."""
+        model = self.engine.model
+        if len(shape) not in model.input_ranks:
+            layouts = " or ".join(LAYOUTS[r] for r in model.input_ranks)
+            raise ValueError(f"{model.cfg.name}: x must be {layouts}, got shape {shape}")
+        model.check_token_count(shape)
 
     def shutdown(self) -> None:
         self.batcher.shutdown()
@@ -160,7 +216,8 @@ def _error(status: int, err: Exception, headers: dict[str, str] | None = None) -
 
 
 def create_app(engine: Engine, *, max_batch: int = 16, max_wait_ms: float = 5.0, max_queue: int = 64,
-               max_body_bytes: int = 64 << 20, workers: int = 2, retry_after_s: int = 1) -> FastAPI:
+               max_body_bytes: int = 64 << 20, max_per_client: int = 16, body_timeout_s: float = 60.0,
+               workers: int = 2, retry_after_s: int = 1) -> FastAPI:
     """The FastAPI app serving ``engine`` (run it with uvicorn, or ``slimkern serve``); arguments as
     :class:`EmbedService`. Metrics go to a registry of the app's own (``app.state.registry``)."""
     model = engine.model
@@ -173,7 +230,8 @@ def create_app(engine: Engine, *, max_batch: int = 16, max_wait_ms: float = 5.0,
                             buckets=BATCH_BUCKETS, registry=registry)
     queue_depth = Gauge("slimkern_queue_depth", "Admitted, unanswered requests", registry=registry)
     service = EmbedService(engine, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                           max_body_bytes=max_body_bytes, workers=workers, retry_after_s=retry_after_s,
+                           max_body_bytes=max_body_bytes, max_per_client=max_per_client,
+                           body_timeout_s=body_timeout_s, workers=workers, retry_after_s=retry_after_s,
                            on_batch=batch_sizes.observe)
     batcher = service.batcher
     candidates = frozenset(engine.widths)
@@ -186,6 +244,7 @@ def create_app(engine: Engine, *, max_batch: int = 16, max_wait_ms: float = 5.0,
 
     app = FastAPI(title="slimkern", summary="one checkpoint, any compute budget", lifespan=lifespan)
     app.state.engine, app.state.batcher, app.state.registry = engine, batcher, registry
+    app.state.service = service
 
     @app.post("/v1/embed")
     async def embed(request: Request) -> Response:
@@ -223,7 +282,8 @@ def create_app(engine: Engine, *, max_batch: int = 16, max_wait_ms: float = 5.0,
                 "batch_sizes": profile.batch_sizes, "mode": profile.mode, "image_size": list(profile.image_size),
                 "device": profile.fingerprint["device"]},
             "limits": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_queue": max_queue,
-                       "max_body_bytes": max_body_bytes},
+                       "max_body_bytes": max_body_bytes, "max_tokens": model.max_tokens,
+                       "max_per_client": max_per_client, "body_timeout_s": body_timeout_s},
         }]}
 
     @app.get("/healthz")
@@ -237,19 +297,31 @@ def create_app(engine: Engine, *, max_batch: int = 16, max_wait_ms: float = 5.0,
     return app
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it (or its declared Content-Length) passes ``limit`` bytes."""
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, refused as soon as it (or its declared Content-Length) passes ``limit`` bytes, or when it has not
+    arrived within ``timeout_s`` (a stalled upload must not hold its place in the queue)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"request body of {int(declared)} bytes is over the limit of {limit} bytes; "
                            "send smaller batches")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"request body is over the limit of {limit} bytes; send smaller batches")
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    async def read() -> bytes:
+        chunks, size = [], 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(f"request body is over the limit of {limit} bytes; send smaller batches")
+                chunks.append(chunk)
+        except ClientDisconnect:  # nobody reads the answer; the request just ends (and frees its place)
+            raise PayloadError("the client disconnected before sending its whole body") from None
+        return b"".join(chunks)
+
+    try:
+        return await asyncio.wait_for(read(), timeout_s)
+    except asyncio.TimeoutError:
+        raise BodyTimeout(f"the request body did not arrive within {timeout_s:g} s (body_timeout_s); "
+                          "send it at once") from None
 
 
 def _params(query: dict[str, str], fields: dict[str, Any]) -> dict[str, Any]:

@@ -18,10 +18,12 @@ import os
 
 import torch
 
+from ..extras import missing
+
 try:
     import lightning.pytorch as pl
-except ImportError:
-    raise ImportError('slimkern.train.lightning needs Lightning: pip install "slimkern[train]"') from None
+except ImportError as err:
+    raise missing("train", "slimkern.train.lightning", "lightning", err) from None
 
 from ..model import SlimModel
 from .step import SandwichStep, cosine_factor, parameter_groups

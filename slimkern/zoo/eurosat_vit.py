@@ -17,7 +17,7 @@ from ..registry import CheckpointFormat, ModelCfg, register_model
 from ..spec import InputSpec, Source, cite
 from .vit import ViT, ViTArch
 
-#: The shipped weights (fp16 safetensors, timm key names; load with ``slimkern.load(name, weights=...)``).
+#: The shipped weights (fp16 safetensors, timm key names); ``slimkern.load("vit_tiny_eurosat")`` loads them.
 WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "weights" / "vit_tiny_eurosat.safetensors"
 
 # Per-channel mean/std of the 5,000-image EuroSAT RGB subset (pixels / 255), rounded to 4 digits.
@@ -49,6 +49,8 @@ register_model(ModelCfg(
     # The training script saves the encoder only; a file with the classifier head loads too (head dropped).
     checkpoint=CheckpointFormat(strip_prefixes=("module.",), drop_prefixes=("head.",)),
     weights_url=f"shipped with slimkern: {WEIGHTS.relative_to(WEIGHTS.parents[3])}",
+    weights_sha256="65508a5c3c78c72471dcdcbd0313a6bbf44ad97b28fab2fc0dfa64270c17df46",
+    shipped_weights=str(WEIGHTS.relative_to(WEIGHTS.parents[2])),  # data/weights/...: load(name) reads it
     license="apache-2.0 (weights); trained on EuroSAT, MIT",
     paper="trained for slimkern's redundancy analysis (examples/train_eurosat_vit.py)",
 ))

@@ -110,6 +110,11 @@ class Prithvi(SlimModel):
         p = self.cfg.arch.patch_size
         return self.num_prefix_tokens + self.cfg.arch.num_frames * (height // p) * (width // p)
 
+    def input_tokens(self, shape) -> int:
+        frames = shape[2] if len(shape) == 5 else 1  # [B, C, T, H, W] or one frame [B, C, H, W]
+        p = self.cfg.arch.patch_size
+        return self.num_prefix_tokens + frames * (shape[-2] // p) * (shape[-1] // p)
+
     def stem_flops(self, height: int, width: int) -> int:
         arch = self.cfg.arch
         patches = self.num_tokens(height, width) - self.num_prefix_tokens

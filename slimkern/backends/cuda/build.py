@@ -35,9 +35,13 @@ class ExtensionUnavailable(RuntimeError):
 
 
 def csrc_dir() -> Path | None:
-    """The kernel sources: ``csrc/`` of the checkout (or of an unpacked sdist) next to the package."""
-    root = Path(__file__).resolve().parents[3] / "csrc"
-    return root if all((root / name).is_file() for name in SOURCES + HEADERS) else None
+    """The kernel sources: the csrc folder a wheel installs inside the package, else ``csrc/`` of the checkout (or
+    of an unpacked sdist) next to the package."""
+    package = Path(__file__).resolve().parents[2]
+    for root in (package / "csrc", package.parent / "csrc"):
+        if all((root / name).is_file() for name in SOURCES + HEADERS):
+            return root
+    return None
 
 
 def source_hash(root: Path) -> str:
