@@ -12,13 +12,14 @@ import torch
 from .backends import select_backend
 from .checkpoints import check_state_dict, read_checkpoint, unwrap_state_dict
 from .model import SlimModel
+from .precision import parse_dtype, resolve_dtype
 from .registry import ModelCfg, get_cfg
 
 RANDOM_SEED = 0
 
 
 def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, device: str | torch.device = "cpu",
-         dtype: torch.dtype = torch.float32, backend: str = "auto", **arch_overrides) -> SlimModel:
+         dtype: torch.dtype | str = torch.float32, backend: str = "auto", **arch_overrides) -> SlimModel:
     """Build the registered model ``name`` with one stored copy of its weights.
 
     Args:
@@ -27,7 +28,11 @@ def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, devic
             read with ``torch.load(weights_only=True)``), a ``.safetensors`` file, or a state dict.
             ``None`` builds deterministic random weights (with a warning: such outputs carry no
             pretrained meaning).
-        device, dtype: where and in which floating dtype the weights live and the model runs.
+        device: where the weights live and the model runs.
+        dtype: the floating dtype of the weights and the computation; ``"auto"`` picks bfloat16 on CPUs with
+            native bfloat16 (AVX512-BF16, AMX) and on CUDA GPUs with it, float32 elsewhere
+            (:func:`slimkern.precision.auto_dtype` says why). On a CPU, bfloat16 and float16 are first checked
+            by probing every op the runtime uses against float64 (once per process, :mod:`slimkern.probes`).
         backend: ``"auto"`` (best available for the device) or ``"torch"``, ``"triton"``, ``"cuda"``.
         **arch_overrides: fields of the family's architecture to replace (e.g. ``depth=2``), as
             timm's ``create_model(**kwargs)``; mainly for tests and small experiments.
@@ -36,17 +41,19 @@ def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, devic
         ValueError: unknown model or backend, a checkpoint with missing, unexpected or mis-shaped
             encoder keys (all listed), a file that is not a state dict.
         TypeError: ``dtype`` not a floating dtype, unknown architecture fields.
+        DtypeCheckError (a ValueError): ``dtype`` computes wrongly on this CPU (the message names the ops and the
+            workarounds).
 
     >>> model = slimkern.load("satmae", weights="fmow_pretrain.pth")    # doctest: +SKIP
     >>> model.run(x, width=0.1).shape                                    # doctest: +SKIP
     torch.Size([2, 1024])
     """
     cfg = _cfg_with(name, arch_overrides)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float32, torch.bfloat16), got {dtype!r}")
+    parse_dtype(dtype)  # a bad dtype is a TypeError before anything else
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but PyTorch sees no CUDA GPU; use device='cpu'")
+    dtype = resolve_dtype(dtype, device).dtype  # "auto" resolved; a low-precision dtype probed on the CPU
     select_backend(backend, device, dtype)  # refuse an impossible backend before any work
 
     model: SlimModel = cfg.model_cls(cfg)

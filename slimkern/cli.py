@@ -1,15 +1,16 @@
-"""The ``slimkern`` command: ``list``, ``info NAME``, ``flops NAME --widths ...``, ``demo``, ``serve NAME``,
-``sweep [NAME]`` and ``plot DIR...``."""
+"""The ``slimkern`` command: ``list``, ``info NAME``, ``flops NAME --widths ...``, ``doctor``, ``demo``,
+``serve NAME``, ``sweep [NAME]`` and ``plot DIR...``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import demo
+from . import demo, doctor
 from .api import build_meta
 from .backends import list_backends
 from .plan import MODES, PAPER_WIDTHS
+from .precision import auto_dtype
 from .registry import get_cfg, list_models
 
 INFO_WIDTHS = (1.0, 0.5, 0.25, 0.1, 0.01, 0.001)
@@ -65,6 +66,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"  paper          {cfg.paper or '-'}",
         "  backends       " + ", ".join(f"{n}: {'available' if why is None else why}"
                                          for n, why in list_backends().items()),
+        "  dtype 'auto'   " + "; ".join(f"{device}: {auto_dtype(device)}" for device in doctor.devices()),
         "",
     ]
     print("\n".join(lines))
@@ -134,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=(*MODES, "all"), default="all")
     p.add_argument("--image-size", type=int, default=None, help="input size in px (default: the model's)")
     p.set_defaults(func=cmd_flops)
+
+    p = sub.add_parser("doctor", help="CPU, torch build, backends, the dtype 'auto' picks, and a check of every op "
+                       "the runtime uses against float64 (exit code 1 if one computes wrongly here)")
+    doctor.add_arguments(p)
+    p.set_defaults(func=doctor.run)
 
     p = sub.add_parser("demo", help="embed real EuroSAT images at five widths and print latency and errors")
     demo.add_arguments(p)

@@ -1,0 +1,83 @@
+"""``slimkern doctor``: is this machine fit to run slimkern, and in which dtype?
+
+Prints the CPU (vendor, model, the instruction-set flags that decide low-precision support), torch's CPU build
+(capability, oneDNN, threads), each backend's availability, what ``dtype="auto"`` picks and why, and the result of
+:mod:`slimkern.probes` (every op the runtime uses against float64) per dtype. Exit code 0 when every probe passes,
+1 when any op computes wrongly here.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from . import probes
+from .backends import list_backends
+from .hardware import cpu_summary
+from .precision import DTYPE_NAMES, auto_dtype
+
+DEFAULT_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def devices() -> list[str]:
+    """Devices probed: the CPU, and the GPU when torch sees one."""
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def probe_table(results: dict[str, tuple[probes.ProbeResult, ...]], every_case: bool) -> list[str]:
+    """One row per op (its worst case) or per case, one column per dtype: relative error vs float64."""
+    names = list(results)
+    first = results[names[0]]
+    keys = list(dict.fromkeys((r.op, r.case if every_case else "") for r in first))
+    width = max(len(f"{op} [{case}]" if case else op) for op, case in keys)
+    lines = [f"  {'op':<{width}}  " + "  ".join(f"{n:>15}" for n in names)]
+    for op, case in keys:
+        cells = []
+        for name in names:
+            rows = [r for r in results[name] if r.op == op and (not every_case or r.case == case)]
+            worst = max(rows, key=lambda r: r.rel_error / r.tolerance)
+            cells.append(f"{'ok' if all(r.ok for r in rows) else 'WRONG'} {worst.rel_error:8.1e}")
+        label = f"{op} [{case}]" if case else op
+        lines.append(f"  {label:<{width}}  " + "  ".join(f"{c:>15}" for c in cells))
+    return lines
+
+
+def report(dtypes: tuple[str, ...] = DEFAULT_DTYPES, every_case: bool = False) -> tuple[str, bool]:
+    """The doctor's text and whether every probe passed."""
+    lines = ["slimkern doctor"]
+    lines += [f"  {key:<10} {value}" for key, value in cpu_summary().items()]
+    lines.append("  backends   " + "; ".join(f"{n}: {'available' if why is None else why}"
+                                              for n, why in list_backends().items()))
+    for device in devices():
+        lines.append(f"  auto dtype {device}: {auto_dtype(device)}")
+    healthy = True
+    for device in devices():
+        results = {name: probes.run_probes(device, DTYPE_NAMES[name]) for name in dtypes}
+        cases = len(next(iter(results.values())))
+        lines += ["", f"probes on {device}: relative error vs float64 (tolerance per op: "
+                  + ", ".join(f"{n} {probes.TOLERANCE[DTYPE_NAMES[n]]:g}" for n in dtypes)
+                  + f"; {'every case' if every_case else f'each op its worst case, --all lists all {cases}'})"]
+        lines += probe_table(results, every_case)
+        wrong = [r for rs in results.values() for r in rs if not r.ok]
+        healthy = healthy and not wrong
+        lines += [f"  WRONG: {r}" for r in wrong]
+    lines += ["", "result: every probe passes" if healthy else
+              "result: some ops compute wrongly here; slimkern.load refuses those dtypes on the CPU (see above)"]
+    return "\n".join(lines), healthy
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dtypes", default=",".join(DEFAULT_DTYPES),
+                        help=f"comma-separated dtypes to probe (default {','.join(DEFAULT_DTYPES)})")
+    parser.add_argument("--all", action="store_true", help="one row per probe case instead of per op")
+
+
+def run(args: argparse.Namespace) -> int:
+    dtypes = tuple(d.strip() for d in args.dtypes.split(","))
+    unknown = [d for d in dtypes if d not in DTYPE_NAMES]
+    if unknown:
+        raise ValueError(f"--dtypes takes {', '.join(DTYPE_NAMES)}; got {', '.join(unknown)}")
+    text, healthy = report(dtypes, every_case=args.all)
+    print(text)
+    return 0 if healthy else 1

@@ -1,0 +1,181 @@
+"""Self-checks of every op the torch runtime uses, in a given dtype on this machine, against float64.
+
+A library can compute wrongly on one CPU and correctly on another (torch 2.14.1's oneDNN bfloat16 convolution gives
+garbage on AMX CPUs at 4-16 input channels, issue 12), and nothing in a forward pass notices. These probes run each
+op slimkern's torch path calls, in the call forms it uses (GEMMs on prefix and strided views of a weight, attention
+at odd head dims with and without an additive bias, LayerNorm, GELU, SiLU, softmax, the patch-embedding stem at
+1..16 bands, one slimmed block end to end), on small random inputs rounded to the dtype, and compare with the same
+op in float64 on the same rounded inputs. A wrong kernel is off by O(1); a correct one by a few units of rounding.
+
+:func:`run_probes` is cached per (device, dtype), so :func:`slimkern.load` checks a low-precision CPU model once per
+process (a few ms); ``slimkern doctor`` prints every result.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+#: Largest accepted ``||out - ref|| / ||ref||`` of ONE op per dtype: several units of the dtype's rounding for
+#: sums over a few thousand terms, and far below the O(1) error of a wrong kernel.
+TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 4e-3}
+SEED = 12
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One probe: the op, the case, its relative error against float64 and the tolerance."""
+
+    op: str
+    case: str
+    dtype: torch.dtype
+    device: str
+    rel_error: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.rel_error <= self.tolerance  # NaN fails
+
+    def __str__(self) -> str:
+        verdict = "ok" if self.ok else "WRONG"
+        dtype = str(self.dtype).removeprefix("torch.")
+        return (f"{self.op} [{self.case}] in {dtype} on {self.device}: relative error {self.rel_error:.2g} "
+                f"(tolerance {self.tolerance:g}) {verdict}")
+
+
+def _rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.double(), ref.double()
+    if out.shape != ref.shape:
+        return math.inf
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+# Each case: (op, case, fn) with fn(make) -> (computed, reference); make(*shape) gives a random tensor in the dtype
+# under test and the same values in float64.
+Case = tuple[str, str, Callable]
+
+
+def _linear_cases() -> list[Case]:
+    def rows(m, k, n, kept):  # qkv / fc1: the first ``kept`` rows of a [n, k] weight, a contiguous prefix
+        def fn(make):
+            (x, x64), (w, w64), (b, b64) = make(m, k), make(n, k, scale=k**-0.5), make(n)
+            return F.linear(x, w[:kept], b[:kept]), F.linear(x64, w64[:kept], b64[:kept])
+        return "linear", f"row prefix {kept}/{n} of K={k}", fn
+
+    def cols(m, k, n, kept):  # out-proj / fc2: the first ``kept`` columns, read with the full leading dimension
+        def fn(make):
+            (x, x64), (w, w64), (b, b64) = make(m, kept), make(n, k, scale=kept**-0.5), make(n)
+            return F.linear(x, w[:, :kept], b), F.linear(x64, w64[:, :kept], b64)
+        return "linear", f"column prefix {kept}/{k}, N={n}", fn
+
+    return [rows(197, 96, 288, 3 * 21), rows(37, 768, 64, 64), rows(16, 3072, 48, 48), cols(197, 384, 96, 6),
+            cols(50, 256, 64, 255)]
+
+
+def _attention_cases() -> list[Case]:
+    def case(head_dim, bias):
+        def fn(make):
+            (q, q64), (k, k64), (v, v64) = (make(2, 3, 37, head_dim) for _ in range(3))
+            mask, mask64 = make(3, 37, 37) if bias else (None, None)
+            scale = head_dim**-0.5
+            scores = (q64 @ k64.transpose(-1, -2)) * scale + (0 if mask64 is None else mask64)
+            ref = torch.softmax(scores, dim=-1) @ v64
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale), ref
+        return "attention (SDPA)", f"d_k'={head_dim}{', additive bias' if bias else ''}", fn
+
+    return [case(d, bias) for d in (1, 6, 21, 64) for bias in (False, True)]
+
+
+def _pointwise_cases() -> list[Case]:
+    def layer_norm(width):
+        def fn(make):
+            (x, x64), (w, w64), (b, b64) = make(19, width, scale=3.0), make(width), make(width)
+            mean = x64.mean(-1, keepdim=True)
+            ref = (x64 - mean) / torch.sqrt(((x64 - mean) ** 2).mean(-1, keepdim=True) + 1e-6) * w64 + b64
+            return F.layer_norm(x, (width,), w, b, 1e-6), ref
+        return "layer_norm", f"d={width}", fn
+
+    def unary(op, name, formula):
+        def fn(make):
+            x, x64 = make(37, 130, scale=3.0)
+            return op(x), formula(x64)
+        return name, "37x130", fn
+
+    return [layer_norm(96), layer_norm(1024),
+            unary(F.gelu, "gelu", lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))),
+            unary(F.silu, "silu", lambda x: x / (1 + torch.exp(-x))),
+            unary(lambda x: torch.softmax(x, -1), "softmax", lambda x: torch.exp(x) / torch.exp(x).sum(-1, True))]
+
+
+def _stem_cases() -> list[Case]:
+    from .zoo.stem import patch_embed
+
+    def case(bands, patch, padding):
+        def fn(make):
+            x, x64 = make(1, bands, 3 * patch, 2 * patch + 1)
+            (w, w64), (b, b64) = make(40, bands, patch, patch, scale=(bands * patch * patch) ** -0.5), make(40)
+            out, ref = (patch_embed(*args, patch, padding=padding)[0] for args in ((x, w, b), (x64, w64, b64)))
+            return out, ref
+        return "stem (patchify + GEMM)", f"{bands} bands, patch {patch}{', padding 1' if padding else ''}", fn
+
+    return [case(c, 8, 0) for c in range(1, 17)] + [case(12, 16, 1), case(6, 14, 0)]
+
+
+def _block_cases() -> list[Case]:
+    from .backends import select_backend
+    from .blocks import Block, BlockSpec
+    from .plan import make_plan
+    from .reference import REFERENCE
+
+    def case(ffn, width):
+        def fn(make):
+            spec = BlockSpec(dim=96, num_heads=3, head_dim=32, mlp_hidden=192, ffn=ffn, layer_scale=True)
+            x, x64 = make(2, 37, 96)
+            block = Block(spec).to_empty(device="cpu")
+            block.init_random(torch.Generator().manual_seed(SEED))
+            block = block.to(x.device, x.dtype)
+            block64 = copy.deepcopy(block).double()  # the same rounded weights
+            plan = make_plan(width, "attn+ffn", ((3, 32, 192),))
+            fast = select_backend("torch", x.device, x.dtype).forward_blocks(x, [block], plan)
+            return fast, REFERENCE.forward_blocks(x64, [block64], plan)
+        return "transformer block (torch backend)", f"{ffn} FFN, width {width}", fn
+
+    return [case("gelu", 0.2), case("swiglu", 1.0)]
+
+
+def cases() -> list[Case]:
+    """Every probe case, in the order ``slimkern doctor`` prints them."""
+    return _linear_cases() + _attention_cases() + _pointwise_cases() + _stem_cases() + _block_cases()
+
+
+@functools.cache
+def run_probes(device: str, dtype: torch.dtype) -> tuple[ProbeResult, ...]:
+    """Every probe on ``device`` in ``dtype`` (cached per process: call ``run_probes.cache_clear()`` to re-run)."""
+    generator = torch.Generator().manual_seed(SEED)
+
+    def make(*shape: int, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        values = (torch.randn(shape, generator=generator, dtype=torch.float64) * scale).to(dtype)
+        return values.to(device), values.to(device, torch.float64)
+
+    results = []
+    for op, case, fn in cases():
+        with torch.no_grad():
+            try:
+                out, ref = fn(make)
+                error = _rel_error(out, ref)
+            except RuntimeError:  # an op this dtype cannot run here counts as wrong
+                error = math.inf
+        results.append(ProbeResult(op, case, dtype, device, error, TOLERANCE[dtype]))
+    return tuple(results)
+
+
+def failures(device: str | torch.device, dtype: torch.dtype) -> list[ProbeResult]:
+    """The probes that are wrong on ``device`` in ``dtype`` (empty: every op is within tolerance)."""
+    return [r for r in run_probes(torch.device(device).type, dtype) if not r.ok]
