@@ -120,22 +120,23 @@ def band_variant(name: str, channels: int) -> tuple[slimkern.SlimModel, dict] | 
     if "attn_dim" in fields:  # Panopticon's channel-attention width
         arch["attn_dim"] = 64
     inputs = dict(INPUTS.get(name, {}))
-    bands = tuple(f"band{i}" for i in range(channels))
     if "wavelengths" in cfg.model_cls.extra_inputs:
         if cfg.family == "copernicus_fm":  # nanometres, with bandwidths
             inputs["wavelengths"] = torch.linspace(440.0, 2190.0, channels).tolist()
             inputs["bandwidths"] = torch.linspace(15.0, 180.0, channels).tolist()
         else:  # micrometres
             inputs["wavelengths"] = torch.linspace(0.44, 2.19, channels).tolist()
-        cfg_bands = {}
+        spec = cfg.spec
     elif "in_chans" in fields:
         arch["in_chans"] = channels
         if "channel_groups" in fields:  # SatMAE: up to three groups of consecutive bands
             arch["channel_groups"] = tuple(tuple(g.tolist()) for g in torch.arange(channels).chunk(3))
-        cfg_bands = {"bands": bands, "mean": (0.0,) * channels, "std": (1.0,) * channels}
+        stats = None if cfg.spec.mean is None else (0.0,) * channels
+        spec = dataclasses.replace(cfg.spec, bands=tuple(f"band{i}" for i in range(channels)), mean=stats,
+                                   std=stats and (1.0,) * channels, band_sets=())
     else:
         return None
-    cfg = dataclasses.replace(cfg, arch=dataclasses.replace(cfg.arch, **arch), **cfg_bands)
+    cfg = dataclasses.replace(cfg, arch=dataclasses.replace(cfg.arch, **arch), spec=spec)
     model = cfg.model_cls(cfg)
     model.to_empty(device="cpu")
     model.init_random(torch.Generator().manual_seed(0))
