@@ -11,7 +11,7 @@ from . import demo, doctor
 from .api import build_meta
 from .backends import list_backends
 from .plan import MODES, PAPER_WIDTHS
-from .precision import auto_dtype
+from .precision import DTYPE_CHOICES, auto_dtype
 from .registry import get_cfg, list_models
 
 INFO_WIDTHS = (1.0, 0.5, 0.25, 0.1, 0.01, 0.001)
@@ -195,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (an interrupted sweep resumes there)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
+                   help="model dtype (default float32; auto: bfloat16 where the hardware has it, see slimkern doctor)")
     p.add_argument("--backend", default="auto")
     p.add_argument("--no-plot", action="store_true", help="skip the plots")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

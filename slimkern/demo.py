@@ -15,6 +15,7 @@ import warnings
 import torch
 
 import slimkern
+from slimkern.precision import DTYPE_CHOICES
 from slimkern.samples import eurosat_sample
 
 WIDTHS = (1.0, 0.5, 0.25, 0.1, 0.01)
@@ -36,17 +37,18 @@ def median_latency(fn, repeats: int) -> float:
 
 
 def run_demo(model_name: str = "satmae", weights: str | None = None, batch: int = 2, device: str = "cpu",
-             backend: str = "auto", repeats: int = 3) -> list[dict]:
+             backend: str = "auto", repeats: int = 3, dtype: torch.dtype | str = torch.float32) -> list[dict]:
     """Measure every width of :data:`WIDTHS`; returns one row per width and prints the table."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if weights is None else "default")
-        model = slimkern.load(model_name, weights=weights, device=device, backend=backend)
+        model = slimkern.load(model_name, weights=weights, device=device, dtype=dtype, backend=backend)
     images, classes = eurosat_sample(batch, size=model.cfg.arch.img_size)
-    x = model.normalize(images.to(device))
+    x = model.normalize(images.to(device)).to(model.dtype)
     print(f"model {model.cfg.name}: {model.cfg.description}")
     print(f"weights: {weights or 'random (no --weights given; outputs carry no pretrained meaning)'}")
+    dtype_name = str(model.dtype).removeprefix("torch.")
     print(f"input: {batch} EuroSAT images ({', '.join(classes)}) at {tuple(x.shape[2:])} px, device {device}, "
-          f"backend {model.backend.name}, {torch.get_num_threads()} CPU threads\n")
+          f"{dtype_name}, backend {model.backend.name}, {torch.get_num_threads()} CPU threads\n")
     header = f"{'width':>6} {'d_k':>4} {'d_h':>5} {'rel FLOPs':>9} {'latency ms':>10} {'speed-up':>8} {'max err':>9}"
     print(header)
     print("-" * len(header))
@@ -79,11 +81,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None, help="path to the official checkpoint (default: random weights)")
     parser.add_argument("--batch", type=int, default=2, help="images per batch (1-10, default 2)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
+                        help="model dtype (default float32; auto: bfloat16 where the hardware has it)")
     parser.add_argument("--backend", default="auto")
 
 
 def run(args: argparse.Namespace) -> int:
     if not 1 <= args.batch <= 10:
         raise SystemExit(f"--batch must be between 1 and 10 (the shipped sample has 10 images), got {args.batch}")
-    rows = run_demo(args.model, args.weights, args.batch, args.device, args.backend)
+    rows = run_demo(args.model, args.weights, args.batch, args.device, args.backend, dtype=args.dtype)
     return 0 if all(r["ok"] for r in rows) else 1

@@ -17,6 +17,8 @@ from .hardware import cpu_info
 #: dtype names accepted wherever a dtype is given as text (CLI, server, Ray Serve).
 DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
                "float64": torch.float64}
+#: ``--dtype`` of every command that loads a model: ``auto`` or a dtype name.
+DTYPE_CHOICES = ("auto", *DTYPE_NAMES)
 #: The dtypes whose CPU kernels are probed before a model is built in them.
 PROBED = (torch.bfloat16, torch.float16)
 WORKAROUND = ("workarounds: load with dtype=torch.float32 (or dtype='auto', which picks a dtype that passes here); "

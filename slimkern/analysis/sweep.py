@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..model import SlimModel
 from ..plan import MODES, check_mode, check_width
@@ -40,7 +41,9 @@ def fingerprint(model: SlimModel, weights: str, data: ImageSet, widths: Sequence
                                        ).encode()).hexdigest()[:16]
     return {"model": model.cfg.name, "weights": weights, "dataset": data.name, "num_images": len(data),
             "items_sha256": items, "labels_sha256": labels, "widths": [width_key(w) for w in widths], "mode": mode,
-            "bands": None if bands is None else list(bands), "scale": scale}
+            "bands": None if bands is None else list(bands), "scale": scale,
+            # float32 sweeps leave it out, so their progress files from before --dtype still resume
+            **({} if model.dtype == torch.float32 else {"dtype": str(model.dtype).removeprefix("torch.")})}
 
 
 def _load_progress(out: Path, expected: dict) -> dict:
