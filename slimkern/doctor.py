@@ -13,7 +13,7 @@ import argparse
 import torch
 
 from . import probes
-from .backends import list_backends
+from .backends import describe_backends
 from .hardware import cpu_summary
 from .precision import DTYPE_NAMES, auto_dtype
 
@@ -47,8 +47,7 @@ def report(dtypes: tuple[str, ...] = DEFAULT_DTYPES, every_case: bool = False) -
     """The doctor's text and whether every probe passed."""
     lines = ["slimkern doctor"]
     lines += [f"  {key:<10} {value}" for key, value in cpu_summary().items()]
-    lines.append("  backends   " + "; ".join(f"{n}: {'available' if why is None else why}"
-                                              for n, why in list_backends().items()))
+    lines.append("  backends   " + "\n             ".join(f"{n}: {line}" for n, line in describe_backends().items()))
     for device in devices():
         lines.append(f"  auto dtype {device}: {auto_dtype(device)}")
     healthy = True
