@@ -41,6 +41,11 @@ from slimkern.zoo.vit import to_timm
 WIDTHS = (1.0, 0.5, 0.25, 0.1, 0.01)
 
 
+#: Pause before each timed call on the CPU: the thread pools of OpenMP (torch) and onnxruntime spin for a while
+#: after a call returns, which would slow whichever provider runs next.
+CPU_PAUSE_S = 0.05
+
+
 def interleaved_median_ms(fns: dict, repeats: int) -> dict[str, float]:
     """Median wall time in ms of each function, timed in interleaved rounds (one call of each per round) so that
     drift of the machine's speed hits every provider alike; two warm-up rounds; synchronises on CUDA."""
@@ -49,6 +54,8 @@ def interleaved_median_ms(fns: dict, repeats: int) -> dict[str, float]:
     for round_ in range(repeats + 2):
         for name, fn in fns.items():
             sync()
+            if not torch.cuda.is_available():
+                time.sleep(CPU_PAUSE_S)
             start = time.perf_counter()
             fn()
             sync()
