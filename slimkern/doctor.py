@@ -3,7 +3,7 @@
 Prints the CPU (vendor, model, the instruction-set flags that decide low-precision support), torch's CPU build
 (capability, oneDNN, threads), each backend's availability, what ``dtype="auto"`` picks and why, and the result of
 :mod:`slimkern.probes` (every op the runtime uses against float64) per dtype. Exit code 0 when every probe passes,
-1 when any op computes wrongly here.
+1 when any op computes wrongly here (also an optional fused GEMM, which the runtime replaces by its plain ops).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def report(dtypes: tuple[str, ...] = DEFAULT_DTYPES, every_case: bool = False) -
     lines.append("  backends   " + "\n             ".join(f"{n}: {line}" for n, line in describe_backends().items()))
     for device in devices():
         lines.append(f"  auto dtype {device}: {auto_dtype(device)}")
-    healthy = True
+    wrong: list[probes.ProbeResult] = []
     for device in devices():
         results = {name: probes.run_probes(device, DTYPE_NAMES[name]) for name in dtypes}
         cases = max(len(r) for r in results.values())
@@ -60,12 +60,22 @@ def report(dtypes: tuple[str, ...] = DEFAULT_DTYPES, every_case: bool = False) -
                   + ", ".join(f"{n} {probes.TOLERANCE[DTYPE_NAMES[n]]:g}" for n in dtypes)
                   + f"; {'every case' if every_case else f'each op its worst case, --all lists all {cases}'})"]
         lines += probe_table(results, every_case)
-        wrong = [r for rs in results.values() for r in rs if not r.ok]
-        healthy = healthy and not wrong
-        lines += [f"  WRONG: {r}" for r in wrong]
-    lines += ["", "result: every probe passes" if healthy else
-              "result: some ops compute wrongly here; slimkern.load refuses those dtypes on the CPU (see above)"]
-    return "\n".join(lines), healthy
+        wrong_here = [r for rs in results.values() for r in rs if not r.ok]
+        lines += [f"  WRONG: {r}" for r in wrong_here]
+        wrong += wrong_here
+    lines += ["", verdict(wrong)]
+    return "\n".join(lines), not wrong
+
+
+def verdict(wrong: list[probes.ProbeResult]) -> str:
+    """The doctor's last line: what the wrong probes mean for a user (refused dtypes or a slower fallback)."""
+    if not wrong:
+        return "result: every probe passes"
+    if any(r.required for r in wrong):
+        return "result: some ops compute wrongly here; slimkern.load refuses those dtypes on the CPU (see above)"
+    dtypes = ", ".join(dict.fromkeys(str(r.dtype).removeprefix("torch.") for r in wrong))
+    return (f"result: the fused GEMMs of the CPU fast path compute wrongly here in {dtypes}; the torch backend runs "
+            f"its plain ops instead (correct, slower)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

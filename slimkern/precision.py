@@ -85,7 +85,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> Dtype
 def check_dtype(dtype: torch.dtype, device: str | torch.device) -> None:
     """Raise :class:`DtypeCheckError` naming the wrong ops if a probed dtype computes wrongly on this CPU.
 
-    The probes run once per process and dtype (a few tens of ms); other dtypes and devices pass unchecked.
+    The probes run once per process and dtype (under 0.1 s of CPU time); other dtypes and devices pass unchecked.
     """
     device = torch.device(device)
     if device.type != "cpu" or dtype not in PROBED:

@@ -2,13 +2,19 @@
 
 A library can compute wrongly on one CPU and correctly on another (torch 2.14.1's oneDNN bfloat16 convolution gives
 garbage on AMX CPUs at 4-16 input channels, issue 12), and nothing in a forward pass notices. These probes run each
-op slimkern's torch path calls, in the call forms it uses (GEMMs on prefix and strided views of a weight, attention
-at odd head dims with and without an additive bias, LayerNorm, GELU, SiLU, softmax, the patch-embedding stem at
-1..16 bands, one slimmed block end to end), on small random inputs rounded to the dtype, and compare with the same
-op in float64 on the same rounded inputs. A wrong kernel is off by O(1); a correct one by a few units of rounding.
+op slimkern's torch path calls, in the call forms it uses (GEMMs on prefix and strided views of a weight, row- and
+column-major, with and without a bias; batched matmuls; attention at odd head dims with and without an additive bias;
+LayerNorm, GELU, SiLU, softmax, the LayerScale residual, mean pooling; the fused oneDNN GEMMs of the CPU fast path
+with each epilogue; the patch-embedding stem at 1..16 bands; one slimmed block end to end), on small random inputs
+rounded to the dtype, and compare with the same op in float64 on the same rounded inputs. A wrong kernel is off by
+O(1); a correct one by a few units of rounding. ``tests/test_probe_coverage.py`` checks that every arithmetic op a
+low-precision forward of any family runs is among them.
+
+The stem and block probes run whatever this machine's fast path runs: the fused GEMMs where their own probes pass
+(:func:`slimkern.backends.torch.onednn.usable`), the plain ops where they do not.
 
 :func:`run_probes` is cached per (device, dtype), so :func:`slimkern.load` checks a low-precision CPU model once per
-process (a few ms); ``slimkern doctor`` prints every result.
+process (under 0.1 s of CPU time); ``slimkern doctor`` prints every result.
 """
 
 from __future__ import annotations
@@ -72,11 +78,12 @@ Case = tuple[str, str, Callable]
 
 
 def _linear_cases() -> list[Case]:
-    def rows(m, k, n, kept):  # qkv / fc1: the first ``kept`` rows of a [n, k] weight, a contiguous prefix
+    def rows(m, k, n, kept, bias=True):  # qkv / fc1: the first ``kept`` rows of a [n, k] weight, a contiguous prefix
         def fn(make):
             (x, x64), (w, w64), (b, b64) = make(m, k), make(n, k, scale=k**-0.5), make(n)
-            return F.linear(x, w[:kept], b[:kept]), F.linear(x64, w64[:kept], b64[:kept])
-        return "linear", f"row prefix {kept}/{n} of K={k}", fn
+            b, b64 = (b[:kept], b64[:kept]) if bias else (None, None)
+            return F.linear(x, w[:kept], b), F.linear(x64, w64[:kept], b64)
+        return "linear", f"row prefix {kept}/{n} of K={k}{'' if bias else ', no bias'}", fn
 
     def cols(m, k, n, kept):  # out-proj / fc2: the first ``kept`` columns, read with the full leading dimension
         def fn(make):
@@ -84,8 +91,22 @@ def _linear_cases() -> list[Case]:
             return F.linear(x, w[:, :kept], b), F.linear(x64, w64[:, :kept], b64)
         return "linear", f"column prefix {kept}/{k}, N={n}", fn
 
-    return [rows(197, 96, 288, 3 * 21), rows(37, 768, 64, 64), rows(16, 3072, 48, 48), cols(197, 384, 96, 6),
-            cols(50, 256, 64, 255)]
+    def cols_of_column_major(m, k, n, kept):  # out-proj / fc2 as the torch backend keeps them on the CPU
+        def fn(make):
+            (x, x64), (w, w64), (b, b64) = make(m, kept), make(k, n, scale=kept**-0.5), make(n)
+            return F.linear(x, w.t()[:, :kept], b), F.linear(x64, w64.t()[:, :kept], b64)
+        return "linear", f"column prefix {kept}/{k} of a column-major weight, N={n}", fn
+
+    def batched(b, m, k, n):  # attention inside a stem (Panopticon's channel fusion): q @ k^T, probs @ v
+        def fn(make):
+            (x, x64), (y, y64) = make(b, 3, m, k), make(b, 3, k, n)
+            return x @ y, x64 @ y64
+        return "batched matmul", f"{b}x3 of {m}x{k} @ {k}x{n}", fn
+
+    return [rows(197, 96, 288, 3 * 21), rows(37, 768, 64, 64), rows(16, 3072, 48, 48),
+            rows(2 * 13, 64, 96, 21, bias=False), cols(197, 384, 96, 6), cols(50, 256, 64, 255),
+            cols_of_column_major(2 * 37, 384, 96, 6), cols_of_column_major(37, 3072, 96, 307),
+            batched(5, 1, 21, 13), batched(5, 13, 1, 21)]
 
 
 def _attention_cases() -> list[Case]:
@@ -117,10 +138,22 @@ def _pointwise_cases() -> list[Case]:
             return op(x), formula(x64)
         return name, "37x130", fn
 
+    def layer_scale(fn_name):  # the residual of a LayerScale block, x + gamma * y
+        def fn(make):
+            (x, x64), (y, y64), (g, g64) = make(2, 37, 96), make(2, 37, 96), make(96, scale=0.1)
+            out = torch.addcmul(x, y, g) if fn_name == "addcmul" else x + y * g
+            return out, x64 + y64 * g64
+        return f"residual {fn_name}", "x + gamma * y, 2x37x96", fn
+
+    def mean_pool(make):  # the pooled embedding of the families that average their patch tokens
+        x, x64 = make(2, 197, 96)
+        return x[:, 1:].mean(1), x64[:, 1:].mean(1)
+
     return [layer_norm(96), layer_norm(1024),
             unary(F.gelu, "gelu", lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))),
             unary(F.silu, "silu", lambda x: x / (1 + torch.exp(-x))),
-            unary(lambda x: torch.softmax(x, -1), "softmax", lambda x: torch.exp(x) / torch.exp(x).sum(-1, True))]
+            unary(lambda x: torch.softmax(x, -1), "softmax", lambda x: torch.exp(x) / torch.exp(x).sum(-1, True)),
+            layer_scale("addcmul"), layer_scale("add, mul"), ("mean pooling", "196 tokens", mean_pool)]
 
 
 def _stem_cases() -> list[Case]:
@@ -139,37 +172,37 @@ def _stem_cases() -> list[Case]:
 
 def fused_gemm_cases() -> list[Case]:
     """The oneDNN GEMMs with fused epilogues of the torch backend's CPU fast path, on the weight views it passes
-    (row prefixes; column prefixes of a column-major weight) at the odd widths slimming gives."""
+    (row prefixes of row-major weights; column prefixes of column-major ones) at the odd widths slimming gives."""
     from .backends.torch import onednn
 
-    def case(name, m, k, n, kept, epilogue):
+    def case(name, m, k, n, kept, epilogue, columns=False):
         def fn(make):
-            rows = epilogue in ("none", "gelu", "silu", "mul")
-            (w, w64) = make(n, k, scale=k**-0.5) if rows else make(k, n, scale=kept**-0.5)
-            if not rows:  # column-major storage: W[:, :kept] is a dense transposed block
-                w, w64 = w.t().contiguous().t(), w64.t().contiguous().t()
-            (x, x64), (b, b64) = make(m, k if rows else kept), make(n if rows else k)
+            if columns:  # out-proj / fc2: column-major storage, W[:, :kept] is a dense transposed block
+                (w, w64), (x, x64), (b, b64) = make(k, n, scale=kept**-0.5), make(m, kept), make(n)
+                view, view64, bias, bias64 = w.t()[:, :kept], w64.t()[:, :kept], b, b64
+            else:  # qkv / fc1 / fc3: row prefixes
+                (w, w64), (x, x64), (b, b64) = make(n, k, scale=k**-0.5), make(m, k), make(n)
+                view, view64, bias, bias64 = w[:kept], w64[:kept], b[:kept], b64[:kept]
             if not onednn.supported(x.device, x.dtype):
                 raise NotApplicable
-            view, view64 = (w[:kept], w64[:kept]) if rows else (w[:, :kept], w64[:, :kept])
-            bias, bias64 = (b[:kept], b64[:kept]) if rows else (b, b64)
             ref = F.linear(x64, view64, bias64)
-            if epilogue in ("gelu", "silu"):
-                return onednn.linear(x, view, bias, epilogue), getattr(F, epilogue)(ref)
-            if epilogue == "none":
-                return onednn.linear(x, view, bias), ref
-            (o, o64) = make(*ref.shape)
+            if epilogue in ("none", "gelu", "silu"):
+                return onednn.linear(x, view, bias, epilogue), ref if epilogue == "none" else getattr(F, epilogue)(ref)
+            other, other64 = make(*ref.shape)
             if epilogue == "mul":
-                return onednn.linear_mul(x, view, bias, o), ref * o64
-            return onednn.linear_add(x, view, bias, o), ref + o64
+                return onednn.linear_mul(x, view, bias, other), ref * other64
+            return onednn.linear_add(x, view, bias, other), ref + other64
         return FUSED_GEMM, name, fn
 
     return [case("qkv row prefix", 197, 96, 288, 63, "none"), case("fc1 row prefix + GELU", 50, 768, 64, 41, "gelu"),
             case("fc1 row prefix + SiLU", 37, 96, 192, 38, "silu"),
             case("fc3 row prefix x gate", 37, 96, 192, 38, "mul"),
-            case("out-proj column prefix + residual", 197, 96, 384, 18, "add"),
-            case("fc2 column prefix + residual", 50, 96, 3072, 307, "add"),
-            case("fc2 column prefix, d_h'=1", 19, 64, 256, 1, "add")]
+            case("out-proj column prefix + residual", 197, 384, 96, 18, "add", columns=True),
+            case("fc2 column prefix + residual", 50, 3072, 96, 307, "add", columns=True),
+            case("fc2 column prefix, d_h'=1", 19, 256, 64, 1, "add", columns=True),
+            case("out-proj column prefix (LayerScale)", 37, 384, 96, 21, "none", columns=True)] + [
+            # the stem's GEMM at K = 64 * bands (8x8 patches of 1..16 bands: the AMX convolution's failing sizes)
+            case(f"stem, {bands} bands", 2 * 13, 64 * bands, 40, 40, "none") for bands in range(1, 17)]
 
 
 def _block_cases() -> list[Case]:
@@ -218,7 +251,7 @@ def probe(selected: list[Case], device: str, dtype: torch.dtype) -> tuple[ProbeR
         return values.to(device), values.to(device, torch.float64)
 
     results = []
-    for op, case, fn in cases():
+    for op, case, fn in selected:
         with torch.no_grad():
             try:
                 out, ref = fn(make)

@@ -6,16 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from slimkern import probes
+import slimkern
+from slimkern import precision, probes
+from slimkern.backends.torch import onednn
 from slimkern.cli import main
-from tests.test_precision import broken_layer_norm
+from tests.helpers import OpRecorder
+from tests.test_precision import broken_layer_norm, load
 
-
-@pytest.fixture(autouse=True)
-def fresh_probes():
-    probes.run_probes.cache_clear()
-    yield
-    probes.run_probes.cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_probes")
 
 
 def test_doctor_is_healthy_here(capsys):
@@ -47,15 +45,32 @@ def wrong_sdpa_at_head_dim(monkeypatch, head_dim):
     monkeypatch.setattr(F, "scaled_dot_product_attention", wrong)
 
 
+def wrong_fused_gemms(monkeypatch, when=lambda x: x.dtype == torch.bfloat16):
+    """Every fused oneDNN GEMM of the CPU fast path returns garbage for inputs ``x`` where ``when(x)``."""
+    def garbage(op):
+        def wrong(x, *args, **kwargs):
+            out = op(x, *args, **kwargs)
+            return torch.randn_like(out) if when(x) else out
+        return wrong
+
+    for name in ("linear", "linear_add", "linear_mul"):
+        monkeypatch.setattr(onednn, name, garbage(getattr(onednn, name)))
+
+
 def wrong_gemm_at_12_bands(monkeypatch):
-    """The AMX defect's pattern, moved to the GEMM: garbage in bfloat16 for a 12-band 8x8 patch (K = 768)."""
+    """The AMX defect's pattern, moved to the GEMM: garbage in bfloat16 for a 12-band 8x8 patch (K = 768), in the
+    plain GEMM and in the fused oneDNN one alike (the stem runs whichever this machine's fast path uses)."""
+    def at_768(x):
+        return x.dtype == torch.bfloat16 and x.shape[-1] == 768
+
     linear = F.linear
 
     def wrong(x, weight, *args, **kwargs):
         out = linear(x, weight, *args, **kwargs)
-        return torch.randn_like(out) if x.dtype == torch.bfloat16 and x.shape[-1] == 768 else out
+        return torch.randn_like(out) if at_768(x) else out
 
     monkeypatch.setattr(F, "linear", wrong)
+    wrong_fused_gemms(monkeypatch, at_768)
 
 
 @pytest.mark.parametrize("breaks, op, case", [
@@ -72,6 +87,34 @@ def test_doctor_fails_when_an_op_computes_wrongly(monkeypatch, capsys, breaks, o
     wrong = [r for r in probes.run_probes("cpu", torch.bfloat16) if not r.ok]
     assert (op, case) in {(r.op, r.case) for r in wrong}
     assert all(r.ok for r in probes.run_probes("cpu", torch.float32))  # float32 untouched by these faults
+
+
+def test_load_refuses_a_gemm_that_is_wrong_in_every_form(monkeypatch):
+    """The AMX-class defect in the GEMM itself: the fused path falls back, the fallback is wrong too, load refuses."""
+    wrong_gemm_at_12_bands(monkeypatch)
+    with pytest.warns(UserWarning, match="fused GEMM computes bfloat16 wrongly"):
+        with pytest.raises(precision.DtypeCheckError, match=r"stem \(patchify \+ GEMM\) \[12 bands, patch 8\]"):
+            slimkern.load("satmae", depth=1, dim=64, num_heads=2, dtype=torch.bfloat16)
+    assert load(dtype=torch.float32).dtype == torch.float32
+
+
+@pytest.mark.skipif(not onednn.supported(torch.device("cpu"), torch.bfloat16), reason="no fused oneDNN GEMMs here")
+def test_a_wrong_fused_gemm_fails_the_doctor_and_the_fast_path_falls_back(monkeypatch, capsys):
+    wrong_fused_gemms(monkeypatch)
+    with pytest.warns(UserWarning, match="fused GEMM computes bfloat16 wrongly on this CPU .* runs its plain"):
+        model = slimkern.load("satmae", depth=1, dim=64, num_heads=2, dtype=torch.bfloat16)
+    x = torch.randn(1, 3, 224, 224, dtype=torch.bfloat16)
+    with OpRecorder() as recorder:
+        model.run(x, 0.5)
+    assert "_linear_pointwise" not in recorder.ops
+    for width in (1.0, 0.1, 0.01):
+        assert model.validate(x, width).ok, width
+    assert main(["doctor", "--all"]) == 1
+    out = capsys.readouterr().out
+    assert f"WRONG: {probes.FUSED_GEMM} [fc2 column prefix + residual] in bfloat16 on cpu" in out
+    assert "result: the fused GEMMs of the CPU fast path compute wrongly here in bfloat16; the torch backend runs " \
+           "its plain ops instead" in out
+    assert "WRONG: stem" not in out and "WRONG: transformer block" not in out  # they ran the plain ops
 
 
 def test_an_op_that_raises_counts_as_wrong(monkeypatch):

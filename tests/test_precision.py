@@ -59,13 +59,6 @@ def test_dtype_by_name():
             precision.parse_dtype(bad)
 
 
-@pytest.fixture
-def fresh_probes():
-    probes.run_probes.cache_clear()
-    yield
-    probes.run_probes.cache_clear()
-
-
 def test_low_precision_load_probes_once_per_process(fresh_probes):
     for _ in range(3):
         load(dtype=torch.bfloat16)

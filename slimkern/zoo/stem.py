@@ -8,7 +8,9 @@ as ``[D, C*p*p]``. slimkern computes every stem that way instead of calling ``F.
 - correctness: torch 2.14.1's oneDNN bfloat16 convolution on AMX CPUs returns garbage for 4, 6, 8, 12 and 16 input
   channels (issue 12), silently; a GEMM is the op every transformer block already runs (and ``slimkern doctor``
   probes it), so the stem depends on no kernel the blocks do not;
-- one code path for all families, whose FLOPs are exactly ``patch_embed_flops`` (2 * patches * C*p*p * D).
+- one code path for all families, whose FLOPs are exactly ``patch_embed_flops`` (2 * patches * C*p*p * D);
+- on the CPU it is the same fused oneDNN GEMM as the blocks' (:mod:`slimkern.backends.torch.onednn`) where that
+  passed its probes, else ``F.linear``.
 
 Padding follows ``conv2d(..., padding=k)`` with ``stride = kernel``: the image is zero-padded on every side and the
 full patches the convolution would see are taken (a last partial row or column of patches is dropped, as the
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from ..backends.torch import onednn
 
 
 def patchify(x: torch.Tensor, patch: int, *, padding: int = 0, channels_last: bool = False
@@ -55,4 +59,7 @@ def patch_embed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
         raise ValueError(f"patch embedding: a {patch}x{patch} patch of {x.shape[1]} bands has {rows.shape[-1]} "
                          f"values but the weight {tuple(weight.shape)} takes {matrix.shape[1]}")
     dtype = x.dtype
-    return F.linear(rows, matrix.to(dtype), None if bias is None else bias.to(dtype)), grid
+    matrix, bias = matrix.to(dtype), None if bias is None else bias.to(dtype)
+    if onednn.active(rows) and onednn.dense(matrix):  # the CPU's faster GEMM, where it passed its probes
+        return onednn.linear(rows, matrix, bias), grid
+    return F.linear(rows, matrix, bias), grid

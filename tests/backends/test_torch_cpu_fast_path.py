@@ -85,30 +85,24 @@ def test_autograd_and_compile_use_the_plain_ops():
     assert "mkldnn::_linear_pointwise" not in ops and x.grad is not None and torch.isfinite(x.grad).all()
 
 
-def test_a_wrong_fused_gemm_falls_back_with_a_warning(monkeypatch):
+def test_a_wrong_fused_gemm_falls_back_with_a_warning(monkeypatch, fresh_probes):
     linear = onednn.linear
 
     def wrong(x, *args, **kwargs):
         return linear(x, *args, **kwargs) * 1.5
 
     monkeypatch.setattr(onednn, "linear", wrong)
-    onednn.usable.cache_clear()
-    probes.run_probes.cache_clear()
-    try:
-        with pytest.warns(UserWarning, match="fused GEMM computes float32 wrongly .* runs its plain"):
-            assert not onednn.usable(torch.float32)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = slimkern.load("satmae", depth=1, dim=64, num_heads=2)
-        assert not column_major(model)
-        x = torch.randn(1, 3, 224, 224)
-        assert "mkldnn::_linear_pointwise" not in ops_of(lambda: model.run(x, 0.5))
-        assert model.validate(x, 0.5).ok
-        assert not probes.failures("cpu", torch.float32)  # optional: load and doctor's required set stay clean
-        assert probes.failures("cpu", torch.float32, required=False)
-    finally:
-        onednn.usable.cache_clear()
-        probes.run_probes.cache_clear()
+    with pytest.warns(UserWarning, match="fused GEMM computes float32 wrongly .* runs its plain"):
+        assert not onednn.usable(torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = slimkern.load("satmae", depth=1, dim=64, num_heads=2)
+    assert not column_major(model)
+    x = torch.randn(1, 3, 224, 224)
+    assert "mkldnn::_linear_pointwise" not in ops_of(lambda: model.run(x, 0.5))
+    assert model.validate(x, 0.5).ok
+    assert not probes.failures("cpu", torch.float32)  # optional: load and doctor's required set stay clean
+    assert probes.failures("cpu", torch.float32, required=False)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

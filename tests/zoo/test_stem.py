@@ -15,13 +15,12 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import slimkern
 from slimkern.backends import select_backend
 from slimkern.registry import get_cfg
 from slimkern.zoo import stem
-from tests.helpers import rel_error
+from tests.helpers import OpRecorder, rel_error
 from tests.zoo.test_all_backends import INPUTS, small_model
 
 CHANNELS = range(1, 17)
@@ -204,18 +203,6 @@ def test_family_stem_equals_conv_in_float64(name, monkeypatch):
 
 
 # -- no convolution runs in a CPU forward -----------------------------------------------------------------------------
-class OpRecorder(TorchDispatchMode):
-    """Names of every aten op dispatched while active."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: set[str] = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.add(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
-
-
 def convolutions(fn) -> set[str]:
     with OpRecorder() as recorder:
         fn()
