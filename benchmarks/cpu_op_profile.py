@@ -12,6 +12,7 @@ widths the per-op overhead, not the arithmetic, sets the latency. ``--dense`` pr
 from __future__ import annotations
 
 import argparse
+import os
 import warnings
 from collections import defaultdict
 
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     x = torch.randn(args.batch, len(model.cfg.bands), size, size, dtype=model.dtype)
     kinds = [*KINDS, "other"]
     print(f"{model.cfg.name}, batch {args.batch}, {args.dtype}, {torch.get_num_threads()} threads, "
-          f"{'dense copy' if args.dense else 'slimkern ' + model.backend.name}: self CPU ms per forward")
+          f"{'dense copy' if args.dense else 'slimkern ' + model.backend.name}: self CPU ms per forward "
+          f"(load average {os.getloadavg()[0]:.1f}, OpenMP wait policy {os.environ.get('OMP_WAIT_POLICY', 'default')})")
     print("| width | " + " | ".join(kinds) + " | total | aten ops |")
     print("|" + " --- |" * (len(kinds) + 3))
     for width in (float(w) for w in args.widths.split(",")):

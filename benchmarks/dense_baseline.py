@@ -85,5 +85,8 @@ def onnxruntime_session(model: slimkern.SlimModel, dense: list[dict[str, torch.T
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # no busy-waiting between calls: spinning intra-op threads kept competing for the cores with the providers timed
+    # next in the same process (torch after an onnxruntime call ran up to 3x slower on a shared 2-core machine)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {"x": x.numpy()})[0]

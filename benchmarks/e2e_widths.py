@@ -5,7 +5,10 @@
     python -m benchmarks.e2e_widths --device cuda --dtype bfloat16 --batches 1,64 \\
         --backends torch,triton,cuda --compile --json e2e.json --markdown e2e.md   # the GPU table
 
-All timings come from one run on one machine, so the ratios compare like with like. A requested backend
+All timings come from one run on one machine, so the ratios compare like with like. On a shared machine, run it
+with ``OMP_WAIT_POLICY=PASSIVE``: OpenMP's spinning workers (torch's providers) otherwise lose their cores to the
+neighbours at every one of a forward's ~100 parallel regions, and 2 threads run slower than 1 (onnxruntime's own
+thread pool is not affected); the table records the policy and the load. A requested backend
 that cannot run here (e.g. ``cuda`` without its built extension) is left out with its reason
 (``skipped_backends``). Baselines per width: the slimmed weights copied out into contiguous dense tensors and
 run with plain PyTorch (eager; ``--compile``: also ``torch.compile`` of it), ``--onnxruntime``: the dense copy
@@ -124,7 +127,8 @@ def run(model_name: str, batches: list[int], widths: list[float], backends: list
     result = {"model": model.cfg.name, "device": device, "dtype": str(dtype).removeprefix("torch."),
               "machine": machine(device), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
               "timm": timm.__version__, "date": datetime.date.today().isoformat(), "backends": backends,
-              "skipped_backends": skipped, "load_average_start": os.getloadavg(), "rows": rows}
+              "skipped_backends": skipped, "load_average_start": os.getloadavg(),
+              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), "rows": rows}
     for batch in batches:
         x = torch.randn(batch, bands, size, size, device=device, dtype=dtype)
         for width in widths:
@@ -169,7 +173,8 @@ def markdown(result: dict) -> str:
              f"{result['dtype']}, torch {result['torch']}, {result['date']}", ""]
     if "load_average_start" in result:
         load = [f"{result[k][0]:.1f}" for k in ("load_average_start", "load_average_end") if k in result]
-        lines += [f"Machine load (1-min load average) at start / end: {' / '.join(load)}.", ""]
+        lines += [f"Machine load (1-min load average) at start / end: {' / '.join(load)}; OpenMP wait policy "
+                  f"{result.get('omp_wait_policy', 'default')}.", ""]
     baselines = [(key, label) for key, label in (("compiled", "dense compiled"), ("onnxruntime", "dense ORT"))
                  if any(f"dense_{key}_ms" in r for r in result["rows"])]
     cols = ["batch", "width", "d_k'", "d_h'", "rel FLOPs", *[f"{b} ms" for b in backends], "dense eager ms",
