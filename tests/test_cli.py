@@ -83,3 +83,14 @@ def test_info_says_what_auto_picks(capsys):
 def test_demo_in_bfloat16(capsys):
     assert main(["demo", "--model", "vit_tiny_eurosat", "--batch", "2", "--dtype", "bfloat16"]) == 0  # every width ok
     assert "bfloat16, backend torch" in capsys.readouterr().out
+
+
+def test_sweep_takes_band_names_and_units():
+    from slimkern.cli import build_parser
+
+    args = build_parser().parse_args(["sweep", "--out", "x", "--band-names", "B04, B03,B02", "--units", "reflectance"])
+    assert args.band_names == ("B04", "B03", "B02") and args.units == "reflectance"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["sweep", "--out", "x", "--band-names", "B04,,B02"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["sweep", "--out", "x", "--units", "percent"])
