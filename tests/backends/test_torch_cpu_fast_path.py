@@ -34,6 +34,8 @@ def column_major(model) -> bool:
 @pytest.mark.parametrize("name, extra", [("satmae", {}), ("terramind_base", {}), ("softcon_vits14_s2", {})])
 def test_fused_path_runs_and_matches_the_reference(name, extra, dtype):
     """ViT (GELU), TerraMind (bias-free SwiGLU), SoftCon (LayerScale) at widths down to d_k' = 1."""
+    if not onednn.supported(torch.device("cpu"), dtype):
+        pytest.skip(f"oneDNN has no {dtype} GEMM on this CPU")
     model = tiny_model(name, dtype=dtype, **extra)
     assert column_major(model)
     x = torch.randn(1, len(model.cfg.bands), 224, 224, dtype=dtype)
@@ -121,3 +123,20 @@ def test_fused_ops_against_float64(dtype):
     for activation, fn in (("gelu", F.gelu), ("silu", F.silu), ("none", lambda t: t)):
         out = onednn.linear(h.to(dtype), w.to(dtype)[:40], b.to(dtype)[:40], activation)
         assert rel_error(out, fn(F.linear(h, w[:40], b[:40]))) < TOLERANCE[dtype] / 3, activation
+
+
+def test_a_cpu_without_onednn_bfloat16_runs_the_plain_ops(monkeypatch, fresh_probes):
+    """On CPUs whose oneDNN has no bf16 GEMM (AVX2 only), the fused cases do not apply: no warning, no WRONG probe,
+    plain ops, still exact."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False, raising=False)
+    assert not onednn.supported(torch.device("cpu"), torch.bfloat16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert not onednn.usable(torch.bfloat16)
+        model = tiny_model(dtype=torch.bfloat16)
+    assert not column_major(model)
+    results = probes.run_probes("cpu", torch.bfloat16)
+    assert all(r.ok for r in results) and not any(r.op == probes.FUSED_GEMM for r in results)
+    x = torch.randn(1, 3, 224, 224, dtype=torch.bfloat16)
+    assert "mkldnn::_linear_pointwise" not in ops_of(lambda: model.run(x, 0.1))
+    assert model.validate(x, 0.1).ok

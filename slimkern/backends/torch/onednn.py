@@ -26,9 +26,13 @@ _ACTIVATIONS = {"none": ("none", ""), "gelu": ("gelu", "none"), "silu": ("swish"
 
 
 def supported(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether this torch build has the fused ops for ``device`` and ``dtype`` (not yet whether they are right)."""
-    return (device.type == "cpu" and dtype in DTYPES and torch.backends.mkldnn.is_available()
-            and torch.backends.mkldnn.enabled and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+    """Whether this torch build and CPU have the fused ops for ``device`` and ``dtype`` (not yet whether they are
+    right). oneDNN's bfloat16 ops need AVX-512 (BW/VL/DQ), AVX-NE-CONVERT or AMX; on other CPUs they raise."""
+    if not (device.type == "cpu" and dtype in DTYPES and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return False
+    return dtype != torch.bfloat16 or (hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported")
+                                       and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 @functools.cache
