@@ -24,8 +24,9 @@ EXACT = {"view", "_unsafe_view", "reshape", "permute", "transpose", "t", "slice"
 
 
 @functools.cache
-def forward_ops(dtype: torch.dtype) -> dict[str, set[str]]:
-    """Op -> the families whose CPU forward runs it on ``dtype`` tensors (full width and d_k' = 1)."""
+def forward_ops(dtype: torch.dtype, path: str = "run") -> dict[str, set[str]]:
+    """Op -> the families whose CPU forward (``path``: ``run`` or the float64 ``reference``) runs it on ``dtype``
+    tensors (full width and d_k' = 1)."""
     seen: dict[str, set[str]] = {}
     for name in CANONICAL:
         model = small_model(name, "torch").to(dtype)
@@ -34,7 +35,7 @@ def forward_ops(dtype: torch.dtype) -> dict[str, set[str]]:
         x = torch.randn(2, bands, model.cfg.arch.img_size, model.cfg.arch.img_size, dtype=dtype)
         with OpRecorder(dtype) as recorder:
             for width in (1.0, 0.01):
-                model.run(x, width, **inputs)
+                getattr(model, path)(x, width, **inputs)
         for op in recorder.ops - EXACT:
             seen.setdefault(op, set()).add(name)
     return seen
@@ -55,3 +56,10 @@ def test_the_recorder_sees_the_fast_path():
     assert {"_scaled_dot_product_flash_attention_for_cpu", "native_layer_norm"} <= set(ops)
     if probes.fused_gemm_cases() and torch.backends.mkldnn.is_available():
         assert "_linear_pointwise" in ops
+
+
+def test_the_float64_reference_runs_no_low_precision_arithmetic():
+    """What every low-precision test compares with (``validate``, ``reference``) is float64 arithmetic on the
+    model's rounded weights and inputs, never another bfloat16 kernel: a kernel that is wrong in bfloat16 on some
+    CPU (the AMX convolution) cannot be wrong on both sides of such a test."""
+    assert not forward_ops(torch.bfloat16, "reference")
