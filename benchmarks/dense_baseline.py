@@ -7,6 +7,10 @@ for each width (one weight copy per width) and run an ordinary dense model.
 
 from __future__ import annotations
 
+import contextlib
+import io
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
@@ -53,3 +57,36 @@ def dense_forward(model: slimkern.SlimModel, dense: list[dict[str, torch.Tensor]
             t = t + (y * block.ls2.gamma if block.ls2 is not None else y)
         t = F.layer_norm(t, (model.dim,), model.norm.weight, model.norm.bias, model.norm_eps)
         return model.pool(t)
+
+
+class DenseCopy(torch.nn.Module):
+    """:func:`dense_forward` at one plan as a module (what exporters and compilers take)."""
+
+    def __init__(self, model: slimkern.SlimModel, dense: list[dict[str, torch.Tensor]], plan: SlimPlan) -> None:
+        super().__init__()
+        self.model, self.dense, self.plan = model, dense, plan
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dense_forward(self.model, self.dense, self.plan, x)
+
+
+def onnxruntime_session(model: slimkern.SlimModel, dense: list[dict[str, torch.Tensor]], plan: SlimPlan,
+                        example: torch.Tensor, folder: str | Path, threads: int):
+    """The dense copy exported to ONNX (``torch.onnx.export``, weights as external data in ``folder``) and loaded in
+    onnxruntime's CPU provider with ``threads`` intra-op threads and every graph optimisation; returns
+    ``fn(x) -> numpy`` (what a CPU user deploying a fixed-width model would run)."""
+    import onnxruntime as ort
+
+    path = Path(folder) / f"dense-{len(plan.blocks)}x{plan.blocks[0].head_dim}x{plan.blocks[0].mlp_hidden}.onnx"
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter reports its steps on stdout
+        torch.onnx.export(DenseCopy(model, dense, plan), (example,), str(path), input_names=["x"],
+                          output_names=["embedding"], dynamo=True, external_data=True, verbose=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # no busy-waiting between calls: spinning intra-op threads kept competing for the cores with the providers timed
+    # next in the same process (torch after an onnxruntime call ran up to 3x slower on a shared 2-core machine)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"x": x.numpy()})[0]

@@ -37,12 +37,12 @@ import numpy as np
 import torch
 
 import slimkern
+from slimkern.precision import DTYPE_CHOICES
 from slimkern.serving.profile import device_name
 from slimkern.serving.server import background_server, create_app
 
 # glibc settings that keep a multi-threaded server's RSS flat on CPU (recorded with the results)
 ALLOCATOR_ENV = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "LD_PRELOAD")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def parse_budgets(text: str) -> list[dict[str, float]]:
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--weights", default=None)
     parser.add_argument("--arch", type=parse_arch, default={}, help="architecture overrides, e.g. depth=2,dim=128")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random weights: latency does not depend on them
-        model = slimkern.load(args.model, args.weights, device=args.device, dtype=DTYPES[args.dtype],
+        model = slimkern.load(args.model, args.weights, device=args.device, dtype=args.dtype,
                               backend=args.backend, **args.arch)
     engine = slimkern.Engine(model, widths=[float(w) for w in args.widths.split(",")])
     if args.profile_batches:

@@ -15,6 +15,7 @@ from .backends import select_backend
 from .checkpoints import check_state_dict, read_checkpoint, unwrap_state_dict
 from .model import SlimModel
 from .plan import is_real_number
+from .precision import parse_dtype, resolve_dtype
 from .provenance import file_sha256
 from .registry import ModelCfg, get_cfg
 from .weights import pretrained_path, shipped_path
@@ -24,7 +25,7 @@ RANDOM = object()  # weights="random": random weights on purpose
 
 
 def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, device: str | torch.device = "cpu",
-         dtype: torch.dtype = torch.float32, backend: str = "auto", max_tokens: int | None = None,
+         dtype: torch.dtype | str = torch.float32, backend: str = "auto", max_tokens: int | None = None,
          sha256: str | None = None, **arch_overrides) -> SlimModel:
     """Build the registered model ``name`` with one stored copy of its weights.
 
@@ -36,7 +37,11 @@ def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, devic
             cached (:mod:`slimkern.weights`); ``"random"``: deterministic random weights. ``None``: the
             weights that ship with slimkern for this model (``vit_tiny_eurosat``), else random weights with a
             warning (such outputs carry no pretrained meaning).
-        device, dtype: where and in which floating dtype the weights live and the model runs.
+        device: where the weights live and the model runs.
+        dtype: the floating dtype of the weights and the computation; ``"auto"`` picks bfloat16 on CPUs with
+            native bfloat16 (AVX512-BF16, AMX) and on CUDA GPUs with it, float32 elsewhere
+            (:func:`slimkern.precision.auto_dtype` says why). On a CPU, bfloat16 and float16 are first checked
+            by probing every op the runtime uses against float64 (once per process, :mod:`slimkern.probes`).
         backend: ``"auto"`` (best available for the device) or ``"torch"``, ``"triton"``, ``"cuda"``.
         max_tokens: most tokens one input image may make (default: 8x the native input's; see
             :attr:`SlimModel.max_tokens`); larger images are refused before any work.
@@ -54,17 +59,19 @@ def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, devic
         ValueError: an architecture override out of range (``depth=0``, ``mlp_ratio=-1``, ...), an unknown device,
             ``"pretrained"`` without a pinned hash or with a download whose hash differs.
         OSError: ``"pretrained"`` could not be downloaded (and is not cached).
+        DtypeCheckError (a ValueError): ``dtype`` computes wrongly on this CPU (the message names the ops and the
+            workarounds).
 
     >>> model = slimkern.load("satmae", weights="fmow_pretrain.pth")    # doctest: +SKIP
     >>> model.run(x, width=0.1).shape                                    # doctest: +SKIP
     torch.Size([2, 1024])
     """
     cfg = _cfg_with(name, arch_overrides)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float32, torch.bfloat16), got {dtype!r}")
+    parse_dtype(dtype)  # a bad dtype is a TypeError before anything else
     device = _device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but PyTorch sees no CUDA GPU; use device='cpu'")
+    dtype = resolve_dtype(dtype, device).dtype  # "auto" resolved; a low-precision dtype probed on the CPU
     select_backend(backend, device, dtype)  # refuse an impossible backend before any work
 
     weights = _weights_source(cfg, weights, sha256, bool(arch_overrides))

@@ -46,6 +46,10 @@ class BlockSpec:
             raise ValueError(f"BlockSpec.ffn must be 'gelu' or 'swiglu', got {self.ffn!r}")
 
 
+#: Weights whose width slice is a column prefix ``W[:, :k]`` (the out-projections and fc2).
+COLUMN_SLICED = ("attn.proj.weight", "cross_attn.proj.weight", "mlp.fc2.weight")
+
+
 class _Holder(nn.Module):
     """A named container so that parameters get timm's key names (``attn.qkv.weight``)."""
 
@@ -142,6 +146,28 @@ class Block(nn.Module):
         for key, _, to_official in module._permutations():
             if prefix + key in state_dict:
                 state_dict[prefix + key] = to_official(state_dict[prefix + key])
+        for key in COLUMN_SLICED:  # saved row-major whatever the backend keeps (safetensors wants contiguous)
+            if state_dict.get(prefix + key) is not None:
+                state_dict[prefix + key] = state_dict[prefix + key].contiguous()
+
+    # -- memory order of the column-sliced weights ---------------------------------------------
+    @torch.no_grad()
+    def set_column_major(self, column_major: bool) -> None:
+        """Store the column-sliced weights (:data:`COLUMN_SLICED`) column-major or row-major: same shape and values,
+        one copy either way; only the strides differ.
+
+        Column-major makes their width slice ``W[:, :k]`` a dense (transposed) block, which the CPU's fused oneDNN
+        GEMM reads at full speed (it falls back to a slow reference kernel for a row-major ``W[:, :k]``); the Triton
+        and CUDA kernels need row-major. Backends choose when a model resolves them (:meth:`Backend.arrange_weights`).
+        """
+        for key in COLUMN_SLICED:
+            param = self._param(key)
+            if param is None or param.device.type == "meta":
+                continue
+            if column_major and param.stride(0) != 1:
+                param.data = param.data.t().contiguous().t()
+            elif not column_major and not param.is_contiguous():
+                param.data = param.data.contiguous()
 
     def official(self, key: str) -> torch.Tensor | None:
         """One parameter in the checkpoint's own layout (a copy for the permuted attention weights)."""

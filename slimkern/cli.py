@@ -1,5 +1,5 @@
-"""The ``slimkern`` command: ``list``, ``info NAME``, ``flops NAME --widths ...``, ``demo``, ``serve NAME``,
-``sweep [NAME]``, ``plot DIR...`` and ``train NAME``."""
+"""The ``slimkern`` command: ``list``, ``info NAME``, ``flops NAME --widths ...``, ``doctor``, ``demo``,
+``serve NAME``, ``sweep [NAME]``, ``plot DIR...`` and ``train NAME``."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import json
 import os
 import sys
 
-from . import __version__, demo
+from . import __version__, demo, doctor
 from .api import build_meta
-from .arguments import parse_band_names, parse_bands, parse_widths, port_number, positive_int
+from .arguments import parse_band_names, parse_bands, parse_widths, positive_int
 from .backends import describe_backends
 from .extras import MissingExtra, require
 from .plan import MODES, PAPER_WIDTHS
+from .precision import DTYPE_CHOICES, auto_dtype
 from .prepare import RAW_UNITS
 from .registry import get_cfg, list_models
 
@@ -90,6 +91,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"dropped prefixes {list(cfg.checkpoint.drop_prefixes)})",
         f"  paper          {cfg.paper or '-'}",
         "  backends       " + "\n                 ".join(f"{n}: {line}" for n, line in describe_backends().items()),
+        "  dtype 'auto'   " + "; ".join(f"{device}: {auto_dtype(device)}" for device in doctor.devices()),
         "",
     ]
     print("\n".join(lines))
@@ -165,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=positive_int, default=None, help="input size in px (default: the model's)")
     p.set_defaults(func=cmd_flops)
 
+    p = sub.add_parser("doctor", help="CPU, torch build, backends, the dtype 'auto' picks, and a check of every op "
+                       "the runtime uses against float64 (exit code 1 if one computes wrongly here)")
+    doctor.add_arguments(p)
+    p.set_defaults(func=doctor.run)
+
     p = sub.add_parser("demo", help="embed real EuroSAT images at five widths and print latency and errors")
     demo.add_arguments(p)
     p.set_defaults(func=demo.run)
@@ -192,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (an interrupted sweep resumes there)")
     p.add_argument("--batch", type=positive_int, default=64)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
+                   help="model dtype (default float32; auto: bfloat16 where the hardware has it, see slimkern doctor)")
     p.add_argument("--backend", default="auto")
     p.add_argument("--no-plot", action="store_true", help="skip the plots")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

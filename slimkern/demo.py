@@ -15,6 +15,7 @@ import warnings
 import torch
 
 import slimkern
+from slimkern.precision import DTYPE_CHOICES
 from slimkern.registry import get_cfg
 from slimkern.samples import eurosat_sample
 from slimkern.weights import shipped_path
@@ -38,12 +39,12 @@ def median_latency(fn, repeats: int) -> float:
 
 
 def run_demo(model_name: str = "satmae", weights: str | None = None, batch: int = 2, device: str = "cpu",
-             backend: str = "auto", repeats: int = 3) -> list[dict]:
+             backend: str = "auto", repeats: int = 3, dtype: torch.dtype | str = torch.float32) -> list[dict]:
     """Measure every width of :data:`WIDTHS`; returns one row per width and prints the table."""
     shipped = shipped_path(get_cfg(model_name))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if weights is None else "default")
-        model = slimkern.load(model_name, weights=weights, device=device, backend=backend)
+        model = slimkern.load(model_name, weights=weights, device=device, dtype=dtype, backend=backend)
     images, classes = eurosat_sample(batch, size=model.cfg.arch.img_size)
     # EuroSAT RGB: Sentinel-2 B04, B03, B02 as 8-bit pixels, here scaled to [0, 1]
     prepared = model.prepare(images, bands=("R", "G", "B"), units="reflectance")
@@ -53,8 +54,9 @@ def run_demo(model_name: str = "satmae", weights: str | None = None, batch: int 
         weights = (f"{shipped.name} (shipped with slimkern)" if shipped else
                    "random (no --weights given; outputs carry no pretrained meaning)")
     print(f"weights: {weights}")
+    dtype_name = str(model.dtype).removeprefix("torch.")
     print(f"input: {batch} EuroSAT images ({', '.join(classes)}) at {tuple(x.shape[2:])} px, device {device}, "
-          f"backend {model.backend.name}, {torch.get_num_threads()} CPU threads\n")
+          f"{dtype_name}, backend {model.backend.name}, {torch.get_num_threads()} CPU threads\n")
     header = f"{'width':>6} {'d_k':>4} {'d_h':>5} {'rel FLOPs':>9} {'latency ms':>10} {'speed-up':>8} {'max err':>9}"
     print(header)
     print("-" * len(header))
@@ -96,9 +98,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "it (default: the weights that ship for the model, else random weights)")
     parser.add_argument("--batch", type=sample_batch, default=2, help="images per batch (1-10, default 2)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
+                        help="model dtype (default float32; auto: bfloat16 where the hardware has it)")
     parser.add_argument("--backend", default="auto")
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = run_demo(args.model, args.weights, args.batch, args.device, args.backend)
+    rows = run_demo(args.model, args.weights, args.batch, args.device, args.backend, dtype=args.dtype)
     return 0 if all(r["ok"] for r in rows) else 1

@@ -195,6 +195,7 @@ class SlimModel(nn.Module):
         if self._backend is None or self._backend[0] != key:
             self._backend = (key, select_backend(*key))
             self._backend[1].prepare()
+            self._backend[1].arrange_weights([m for m in self.modules() if isinstance(m, Block)], *key[1:])
         return self._backend[1]
 
     def _resolve_backend(self) -> None:

@@ -19,6 +19,22 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def fresh_probes():
+    """Re-run the op probes (and the fused-GEMM check of the CPU fast path) inside the test, and forget its results
+    after it: for tests that make an op compute wrongly."""
+    from slimkern import probes
+    from slimkern.backends.torch import onednn
+
+    def clear():
+        probes.run_probes.cache_clear()
+        onednn.usable.cache_clear()
+
+    clear()
+    yield
+    clear()
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one)")
     config.addinivalue_line("markers", "slow: ViT-L sized checks that take tens of seconds on CPU")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 import slimkern
 
@@ -49,3 +51,18 @@ def tensor_storage_bytes(module: nn.Module) -> int:
     for sub in module.modules():
         visit(vars(sub))
     return sum(seen.values())
+
+
+class OpRecorder(TorchDispatchMode):
+    """Names of the aten ops dispatched while active; with ``dtype``, only those given a tensor of that dtype."""
+
+    def __init__(self, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.dtype = dtype
+        self.ops: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.dtype is None or any(isinstance(t, torch.Tensor) and t.dtype == self.dtype
+                                     for t in tree_leaves((args, kwargs))):
+            self.ops.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))

@@ -66,6 +66,25 @@ def test_flops_needs_a_name_or_all(capsys):
     assert "--all" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [["demo"], ["serve", "satmae"], ["sweep", "--out", "x"]])
+def test_model_commands_take_dtype_auto(command):
+    from slimkern.cli import build_parser
+
+    assert build_parser().parse_args([*command, "--dtype", "auto"]).dtype == "auto"
+    assert build_parser().parse_args(command).dtype == "float32"
+
+
+def test_info_says_what_auto_picks(capsys):
+    assert main(["info", "vit_tiny_eurosat"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "dtype 'auto'" in line)
+    assert "cpu: bfloat16 (" in line or "cpu: float32 (" in line
+
+
+def test_demo_in_bfloat16(capsys):
+    assert main(["demo", "--model", "vit_tiny_eurosat", "--batch", "2", "--dtype", "bfloat16"]) == 0  # every width ok
+    assert "bfloat16, backend torch" in capsys.readouterr().out
+
+
 def test_sweep_takes_band_names_and_units():
     from slimkern.cli import build_parser
 

@@ -42,7 +42,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         data = class_folder_dataset(args.data or DEMO_DATA, name=args.dataset_name)
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        model = slimkern.load(name, weights=weights, device=args.device, backend=args.backend)
+        model = slimkern.load(name, weights=weights, device=args.device, dtype=args.dtype, backend=args.backend)
     print(f"sweep: {model.cfg.name} ({weights_label or 'random weights'}) on {data.name}: {len(data)} images, "
           f"{len(data.classes)} classes{' (multi-label)' if data.multilabel else ''}, {len(args.widths)} widths, "
           f"mode {args.mode}, probes {args.probe}, {args.seeds} seeds -> {args.out}")

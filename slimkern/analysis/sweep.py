@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..model import SlimModel
 from ..plan import MODES, check_mode, check_width
@@ -41,7 +42,9 @@ def fingerprint(model: SlimModel, weights: str, data: ImageSet, widths: Sequence
             "items_sha256": items, "labels_sha256": labels, "widths": [width_key(w) for w in widths], "mode": mode,
             "bands": None if bands is None else list(bands),
             "band_names": list(band_names or data.bands or []) or None, "units": units,
-            "choices": {c.name: c.value for c in model.spec.choices}}
+            "choices": {c.name: c.value for c in model.spec.choices},
+            # float32 sweeps leave it out, so their progress files from before --dtype still resume
+            **({} if model.dtype == torch.float32 else {"dtype": str(model.dtype).removeprefix("torch.")})}
 
 
 def _load_progress(out: Path, expected: dict) -> dict:

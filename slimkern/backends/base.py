@@ -61,6 +61,13 @@ class Backend:
         in ``dtype``: op -> that backend's name. Empty when it runs every op itself."""
         return {}
 
+    def arrange_weights(self, blocks: list[Block], device: torch.device, dtype: torch.dtype) -> None:
+        """Put the blocks' weights in the memory order this backend reads fastest on ``device`` in ``dtype`` (same
+        shapes and values, one copy). A model calls it when it resolves its backend. Default: row-major, which the
+        kernel backends require (:meth:`Block.set_column_major`)."""
+        for block in blocks:
+            block.set_column_major(False)
+
     def not_supported_reasons(self, device: torch.device, dtype: torch.dtype) -> list[str]:
         """Readable reasons why this backend cannot run a model on ``device`` in ``dtype``."""
         reasons = []

@@ -14,17 +14,18 @@ import torch
 from ..arguments import parse_widths, port_number, positive_int
 from ..plan import PAPER_WIDTHS
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..precision import DTYPE_CHOICES
+
     parser.add_argument("name", help="a registered model (see `slimkern list`)")
     parser.add_argument("--weights", default=None, help="official checkpoint, or 'pretrained' to download it "
                         "(default: the weights that ship for the model, else random weights with a warning)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=port_number, default=8000)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
+                        help="model dtype (default float32; auto: bfloat16 on CPUs and GPUs with native bfloat16)")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--widths", type=parse_widths, default=PAPER_WIDTHS,
                         help="candidate widths for flops/latency budgets: 'paper' (default) or e.g. 1,0.5,0.1")
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
               "embeddings carry no pretrained meaning", file=sys.stderr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # load's own random-weights warning: said once above
-        model = load(args.name, args.weights, device=args.device, dtype=DTYPES[args.dtype], backend=args.backend,
+        model = load(args.name, args.weights, device=args.device, dtype=args.dtype, backend=args.backend,
                      max_tokens=args.max_tokens)
     engine = Engine(model, widths=args.widths, check=args.check)
     if args.profile:
@@ -81,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(engine, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                      max_body_bytes=int(args.max_body_mb * 2**20), max_per_client=args.max_per_client,
                      body_timeout_s=args.body_timeout_s, workers=args.workers)
-    print(f"serving {model.cfg.name} on {model.device} ({args.dtype}, backend {model.backend.name}) at "
+    dtype = str(model.dtype).removeprefix("torch.")
+    print(f"serving {model.cfg.name} on {model.device} ({dtype}, backend {model.backend.name}) at "
           f"http://{args.host}:{args.port}/v1/embed", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

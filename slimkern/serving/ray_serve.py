@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 class SlimkernReplica:
     """One Ray Serve replica: the model loaded once, all budgets served from it.
@@ -44,7 +42,8 @@ class SlimkernReplica:
     Args:
         name, weights: as :func:`slimkern.load` (``weights=None``: shipped weights, else random ones).
         device: ``"auto"``: the replica's GPU if Ray gave it one, else the CPU.
-        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+        dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"`` (bfloat16 where the replica's GPU or CPU
+            has it natively, see :func:`slimkern.precision.auto_dtype`).
         widths: candidate widths of flops / latency budgets.
         profile: a latency profile JSON (used if it matches this replica's device, re-measured otherwise).
         arch: architecture overrides (``depth=2`` ...), as ``slimkern.load(**arch)``; for tests and experiments.
@@ -61,7 +60,7 @@ class SlimkernReplica:
         with warnings.catch_warnings():
             if weights is None:
                 warnings.simplefilter("ignore")  # random weights are what the caller asked for
-            model = load(name, weights, device=device, dtype=DTYPES[dtype], **(arch or {}))
+            model = load(name, weights, device=device, dtype=dtype, **(arch or {}))
         self.engine = Engine(model, widths=widths)
         if profile is not None and os.path.exists(profile):
             self.engine.load_profile(profile)

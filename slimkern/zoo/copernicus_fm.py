@@ -46,6 +46,7 @@ from .dofa import (
     linear_params,
     meta_param,
 )
+from .stem import patch_embed
 
 # (lower, upper) of each Fourier expansion, as the official modules are constructed
 _CENTRAL, _BANDWIDTH = (100.0, 1e9), (1.0, 1e9)
@@ -173,7 +174,7 @@ class CopernicusFM(SlimModel):
 
         def make() -> tuple[torch.Tensor, torch.Tensor]:
             weight, bias = self.patch_embed_spectral(self.spectral_embedding(waves, widths).to(device, compute))
-            return weight.to(dtype).contiguous(), bias.to(dtype)  # contiguous: no per-call copy in conv2d
+            return weight.to(dtype).contiguous(), bias.to(dtype)  # contiguous: the stem GEMM views it, no per-call copy
 
         return self.kernel_cache.get((waves, widths, dtype, device), self.patch_embed_spectral.parameters(), make)
 
@@ -211,10 +212,7 @@ class CopernicusFM(SlimModel):
         waves, widths = self.spectra(x.shape[1], wavelengths, bandwidths)
         meta = self.check_metadata(metadata, x.shape[0])
         weight, bias = self.conv_kernel(waves, widths, x.dtype, x.device)
-        k = self.cfg.arch.patch_size
-        tokens = F.conv2d(x, weight, bias, stride=k, padding=1)
-        grid = tuple(tokens.shape[-2:])
-        tokens = tokens.flatten(2).transpose(1, 2)
+        tokens, grid = patch_embed(x, weight, bias, self.cfg.arch.patch_size, padding=1)
         pos = self.pos_embed.to(x.dtype)
         if grid != (self.cfg.arch.grid,) * 2:
             side = self.cfg.arch.grid

@@ -37,6 +37,7 @@ from ..model import SlimModel
 from ..plan import SlimPlan, make_plan
 from ..registry import CheckpointFormat, ModelCfg, register_model
 from ..spec import InputSpec, Source, cite
+from .stem import patch_embed
 
 #: Sentinel-2 bands of the optical encoder (L1C/L2A without the cirrus band B10). The order is not stated in the
 #: official code (an open question): this is the SSL4EO-S12 order the pre-training data used, minus B10.
@@ -241,10 +242,8 @@ class CROMA(SlimModel):
             raise ValueError(f"{self.cfg.name}: embed takes one modality; embed x[:, :12] (optical) and x[:, 12:] "
                              "(radar) separately")
         layer = self.patch_embed if modality == "optical" else self.radar.patch_embed
-        p, dtype = self.cfg.arch.patch_size, x.dtype
-        # the official linear layer over (c i j)-flattened patches is this stride-p convolution
-        weight = layer.weight.to(dtype).view(self.dim, x.shape[1], p, p)
-        return F.conv2d(x, weight, layer.bias.to(dtype), stride=p).flatten(2).transpose(1, 2)
+        # the official linear layer over (c i j)-flattened patches
+        return patch_embed(x, layer.weight, layer.bias, self.cfg.arch.patch_size)[0]
 
     def attention_bias(self, height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
         p = self.cfg.arch.patch_size

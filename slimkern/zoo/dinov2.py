@@ -27,6 +27,7 @@ from torch import nn
 
 from ..registry import CheckpointFormat, ModelCfg
 from ..spec import Choice, Option, Source
+from .stem import patch_embed
 from .vit import ViT, ViTArch
 
 #: Official DINOv2-format files are flat state dicts; ``mask_token`` is training-only.
@@ -109,9 +110,7 @@ class DinoV2ViT(ViT):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         arch, dtype = self.cfg.arch, x.dtype
         proj = self.patch_embed.proj
-        tokens = F.conv2d(x, proj.weight.to(dtype), proj.bias.to(dtype), stride=arch.patch_size)
-        grid = tuple(tokens.shape[-2:])
-        tokens = tokens.flatten(2).transpose(1, 2)  # row-major patches: token = r * W + c
+        tokens, grid = patch_embed(x, proj.weight, proj.bias, arch.patch_size)
         pos = interpolate_pos_embed(self.pos_embed, grid, arch.interpolate_offset, arch.interpolate_antialias)
         pos = pos.to(dtype)
         cls = self.cls_token.to(dtype).expand(x.shape[0], -1, -1)

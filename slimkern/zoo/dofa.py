@@ -42,6 +42,7 @@ from ..model import SlimModel
 from ..registry import CheckpointFormat, ModelCfg, register_model
 from ..spec import Choice, InputSpec, Option, Source, cite
 from .pos_embed import resample_abs_pos_embed
+from .stem import patch_embed
 from .vit import ViTArch
 
 _META = {"device": "meta"}
@@ -269,7 +270,7 @@ class DOFA(SlimModel):
 
         def make() -> tuple[torch.Tensor, torch.Tensor]:
             weight, bias = self.patch_embed(self.spectral_embedding(wavelengths).to(device, compute))
-            return weight.to(dtype).contiguous(), bias.to(dtype)  # contiguous: no per-call copy in conv2d
+            return weight.to(dtype).contiguous(), bias.to(dtype)  # contiguous: the stem GEMM views it, no per-call copy
 
         return self.kernel_cache.get((wavelengths, dtype, device), self.patch_embed.parameters(), make)
 
@@ -283,10 +284,7 @@ class DOFA(SlimModel):
     def embed(self, x: torch.Tensor, wavelengths=None) -> torch.Tensor:
         waves = self.wavelengths(x.shape[1], wavelengths)
         weight, bias = self.conv_kernel(waves, x.dtype, x.device)
-        k = self.cfg.arch.patch_size
-        tokens = F.conv2d(x, weight, bias, stride=k, padding=1)
-        grid = tuple(tokens.shape[-2:])
-        tokens = tokens.flatten(2).transpose(1, 2)
+        tokens, grid = patch_embed(x, weight, bias, self.cfg.arch.patch_size, padding=1)
         pos = self.pos_embed.to(x.dtype)
         if grid != (self.cfg.arch.grid,) * 2:
             pos = resample_abs_pos_embed(pos, list(grid), num_prefix_tokens=1, interpolation="bicubic",

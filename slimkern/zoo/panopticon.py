@@ -40,6 +40,7 @@ from ..model import SlimModel
 from ..registry import ModelCfg, register_model
 from ..spec import InputSpec, Source, cite
 from .dinov2 import DINOV2_CHECKPOINT, DinoV2Arch, interpolate_pos_embed, pos_resize_choice
+from .stem import patch_embed
 
 #: SAR polarisations in Panopticon's id order (transmit, receive).
 SAR_POLARISATIONS = ("VV", "VH", "HH", "HV")
@@ -203,11 +204,9 @@ class Panopticon(SlimModel):
         pe = self.patch_embed
         a, p, heads = arch.attn_dim, arch.patch_size, arch.channel_heads
         conv = pe.conv3d.conv3d
-        # the 1 x p x p Conv3d over [B, 1, C, H, W] is one 2-D convolution per band
-        patches = F.conv2d(x.reshape(batch * bands, 1, height, width), conv.weight.to(dtype).view(a, 1, p, p),
-                           conv.bias.to(dtype), stride=p)
-        grid = tuple(patches.shape[-2:])
-        patches = patches.reshape(batch, bands, a, -1).transpose(2, 3) + chn_embed[None, :, None, :]  # [B, C, L, A]
+        # the 1 x p x p Conv3d over [B, 1, C, H, W] is the same one-band patch embedding of every band
+        patches, grid = patch_embed(x.reshape(batch * bands, 1, height, width), conv.weight, conv.bias, p)
+        patches = patches.reshape(batch, bands, -1, a) + chn_embed[None, :, None, :]  # [B, C, L, A]
         kv_in = patches.transpose(1, 2).reshape(-1, bands, a)  # [B*L, C, A]: attention over the bands
         xattn = pe.chnfus.xattn
 

@@ -42,6 +42,7 @@ from ..model import SlimModel
 from ..registry import CheckpointFormat, ModelCfg, register_model
 from ..spec import InputSpec, Source, cite
 from .pos_embed import sincos_1d
+from .stem import patch_embed
 from .vit import ViTArch
 
 # Accepted ranges of the TL inputs: any plausible scene date; they catch two-digit years, days written as
@@ -165,10 +166,9 @@ class Prithvi(SlimModel):
         if x.dim() == 5:
             x = x.transpose(1, 2).flatten(0, 1)  # [B * T, C, H, W]
         proj = self.patch_embed.proj
-        # a Conv3d with kernel = stride = (1, p, p) is a Conv2d applied to every frame
-        tokens = F.conv2d(x, proj.weight[:, :, 0].to(dtype), proj.bias.to(dtype), stride=p)
-        grid_h, grid_w = tokens.shape[-2:]
-        tokens = tokens.flatten(2).transpose(1, 2).reshape(-1, frames * grid_h * grid_w, self.dim)
+        # a Conv3d with kernel = stride = (1, p, p) is the same patch embedding of every frame
+        tokens, (grid_h, grid_w) = patch_embed(x, proj.weight[:, :, 0], proj.bias, p)
+        tokens = tokens.reshape(-1, frames * grid_h * grid_w, self.dim)
         return tokens + self.positions(frames, grid_h, grid_w, x.device).to(dtype), frames
 
     def _with_class_token(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..bands import ESA_S2, RGB_BANDS, RGB_NOMINAL
@@ -23,6 +22,7 @@ from ..model import SlimModel
 from ..registry import CheckpointFormat, ModelCfg, register_model
 from ..spec import InputSpec, Source, cite
 from .pos_embed import sincos_2d
+from .stem import patch_embed
 from .vit import ViT, ViTArch
 
 _MAE_CHECKPOINT = CheckpointFormat(
@@ -138,11 +138,10 @@ class GroupChannelViT(SlimModel):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         arch, dtype = self.cfg.arch, x.dtype
         patches = []
-        for group, patch_embed in zip(arch.channel_groups, self.patch_embed, strict=True):
-            proj = patch_embed.proj
-            tokens = F.conv2d(x[:, list(group)], proj.weight.to(dtype), proj.bias.to(dtype), stride=arch.patch_size)
-            grid = tokens.shape[-2:]
-            patches.append(tokens.flatten(2).transpose(1, 2))  # row-major patches: token = r * W + c
+        for group, embedding in zip(arch.channel_groups, self.patch_embed, strict=True):
+            proj = embedding.proj
+            tokens, grid = patch_embed(x[:, list(group)], proj.weight, proj.bias, arch.patch_size)
+            patches.append(tokens)
         if tuple(grid) == (arch.grid, arch.grid):
             pos = self.pos_embed[0, 1:].to(dtype)
         else:
@@ -173,8 +172,8 @@ class GroupChannelViT(SlimModel):
 
     @torch.no_grad()
     def init_stem_random(self, generator: torch.Generator) -> None:
-        for patch_embed in self.patch_embed:
-            proj = patch_embed.proj
+        for embedding in self.patch_embed:
+            proj = embedding.proj
             fan_in = proj.weight[0].numel()
             proj.weight.copy_(torch.randn(proj.weight.shape, generator=generator) * fan_in**-0.5)
             proj.bias.copy_(0.02 * torch.randn(proj.bias.shape, generator=generator))

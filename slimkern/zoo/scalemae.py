@@ -14,12 +14,12 @@ from __future__ import annotations
 from numbers import Real
 
 import torch
-import torch.nn.functional as F
 
 from ..bands import RGB_BANDS, RGB_NOMINAL
 from ..registry import CheckpointFormat, ModelCfg, register_model
 from ..spec import InputSpec, Source, cite
 from .pos_embed import sincos_2d
+from .stem import patch_embed
 from .vit import ViT, ViTArch
 
 
@@ -60,12 +60,10 @@ class ScaleMAE(ViT):
         return values
 
     def embed(self, x: torch.Tensor, res: float | torch.Tensor | None = None) -> torch.Tensor:
-        dtype, p = x.dtype, self.cfg.arch.patch_size
+        dtype = x.dtype
         scale = self._res(res, x.shape[0])
         proj = self.patch_embed.proj
-        tokens = F.conv2d(x, proj.weight.to(dtype), proj.bias.to(dtype), stride=p)
-        grid_h, grid_w = tokens.shape[-2:]
-        tokens = tokens.flatten(2).transpose(1, 2)  # row-major patches: token = r * W + c
+        tokens, (grid_h, grid_w) = patch_embed(x, proj.weight, proj.bias, self.cfg.arch.patch_size)
         # a [B, 1] scale gives B stacked tables of grid_h * grid_w rows each
         pos = sincos_2d(self.dim, grid_h, grid_w, scale=scale[:, None]).view(x.shape[0], -1, self.dim)
         cls = self.cls_token.to(dtype).expand(x.shape[0], -1, -1)  # its position row is zeros

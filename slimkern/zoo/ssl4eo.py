@@ -30,13 +30,13 @@ from __future__ import annotations
 import warnings
 
 import torch
-import torch.nn.functional as F
 
 from ..bands import ESA_S2, S2_BANDS
 from ..registry import CheckpointFormat, ModelCfg, register_model
 from ..spec import InputSpec, Source, cite
 from .dinov2 import interpolate_pos_embed
 from .pos_embed import resample_abs_pos_embed, sincos_1d, sincos_2d
+from .stem import patch_embed
 from .vit import ViT, ViTArch
 
 #: Sentinel-2 L1C, all 13 bands in the SSL4EO-S12 order.
@@ -55,11 +55,8 @@ class SSL4EOViT(ViT):
         raise NotImplementedError
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        dtype, p = x.dtype, self.cfg.arch.patch_size
-        proj = self.patch_embed.proj
-        tokens = F.conv2d(x, proj.weight.to(dtype), proj.bias.to(dtype), stride=p)
-        grid = tuple(tokens.shape[-2:])
-        tokens = tokens.flatten(2).transpose(1, 2)  # row-major patches: token = r * W + c
+        dtype, proj = x.dtype, self.patch_embed.proj
+        tokens, grid = patch_embed(x, proj.weight, proj.bias, self.cfg.arch.patch_size)
         pos = self.pos_embed if grid == (self.cfg.arch.grid,) * 2 else self.position_embedding(grid)
         pos = pos.to(dtype)
         cls = (self.cls_token.to(dtype) + pos[:, :1]).expand(x.shape[0], -1, -1)

@@ -42,6 +42,7 @@ from ..model import SlimModel
 from ..registry import CheckpointFormat, ModelCfg, register_model
 from ..spec import InputSpec, Source, cite
 from .pos_embed import sincos_2d
+from .stem import patch_embed
 
 #: TerraMind's key for the raw (untokenised) Sentinel-2 L2A modality.
 S2L2A = "untok_sen2l2a@224"
@@ -127,13 +128,9 @@ class TerraMind(SlimModel):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         arch, dtype, dim = self.cfg.arch, x.dtype, self.dim
-        p, channels = arch.patch_size, arch.in_chans
         embedding = self.encoder_embeddings[S2L2A]
-        # the linear layer over (ph, pw, c)-flattened patches is a stride-p conv with this [D, C, p, p] kernel
-        kernel = embedding.proj.weight.to(dtype).view(dim, p, p, channels).permute(0, 3, 1, 2)
-        tokens = F.conv2d(x, kernel, stride=p)
-        grid = tuple(tokens.shape[-2:])
-        tokens = tokens.flatten(2).transpose(1, 2)  # row-major patches: token = r * W + c
+        # the official linear layer over (ph, pw, c)-flattened patches
+        tokens, grid = patch_embed(x, embedding.proj.weight, None, arch.patch_size, channels_last=True)
         pos = embedding.pos_emb.to(dtype)
         if grid != (arch.grid, arch.grid):  # interpolate_pos_encoding: bicubic resample of the stored table
             table = pos.reshape(1, arch.grid, arch.grid, dim).permute(0, 3, 1, 2)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..blocks import BlockSpec
@@ -19,6 +18,7 @@ from ..flops import patch_embed_flops
 from ..model import SlimModel
 from ..registry import ModelCfg
 from .pos_embed import resample_abs_pos_embed
+from .stem import patch_embed
 
 
 @dataclass(frozen=True)
@@ -76,11 +76,8 @@ class ViT(SlimModel):
         return patch_embed_flops(patches, arch.in_chans, arch.patch_size, arch.dim)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        dtype, p = x.dtype, self.cfg.arch.patch_size
-        proj = self.patch_embed.proj
-        tokens = F.conv2d(x, proj.weight.to(dtype), proj.bias.to(dtype), stride=p)
-        grid = tokens.shape[-2:]
-        tokens = tokens.flatten(2).transpose(1, 2)  # row-major patches: token = r * W + c
+        dtype, proj = x.dtype, self.patch_embed.proj
+        tokens, grid = patch_embed(x, proj.weight, proj.bias, self.cfg.arch.patch_size)
         pos = self.pos_embed.to(dtype)
         if tuple(grid) != (self.cfg.arch.grid,) * 2:
             pos = resample_abs_pos_embed(pos, list(grid), num_prefix_tokens=1, interpolation="bicubic",

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import slimkern.analysis.sweep as sweep_module
 from slimkern.analysis.datasets import class_folder_dataset
@@ -159,3 +160,10 @@ def test_a_folder_of_the_same_images_with_other_labels_is_refused(tmp_path, data
     relabelled = dataclasses.replace(data, labels=data.labels[::-1].copy())
     with pytest.raises(ValueError, match=r"holds a different sweep \(differs in: labels_sha256\)"):
         run_sweep(model, relabelled, tmp_path, widths=WIDTHS, seeds=1, plot=False, progress=False)
+
+
+def test_a_folder_of_a_float32_sweep_is_refused_to_a_bfloat16_model(tmp_path, data, model):
+    run_sweep(model, data, tmp_path, widths=WIDTHS, seeds=1, plot=False, progress=False)
+    with pytest.raises(ValueError, match=r"holds a different sweep \(differs in: dtype\)"):
+        run_sweep(tiny_model("vit_tiny_eurosat", dtype=torch.bfloat16, **EUROSAT_MODEL), data, tmp_path,
+                  widths=WIDTHS, seeds=1, plot=False, progress=False)
