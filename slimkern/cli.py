@@ -1,5 +1,5 @@
 """The ``slimkern`` command: ``list``, ``info NAME``, ``flops NAME --widths ...``, ``demo``, ``serve NAME``,
-``sweep [NAME]`` and ``plot DIR...``."""
+``sweep [NAME]``, ``plot DIR...`` and ``embed NAME SCENE...``."""
 
 from __future__ import annotations
 
@@ -173,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="HTTP server: embeddings at a width, FLOPs or latency budget per request")
     serve.add_arguments(p)
     p.set_defaults(func=serve.run)
+
+    from .scene import command as embed  # the scene extra (rasterio, ...) is imported only when `embed` runs
+
+    p = sub.add_parser("embed", help="embed whole scenes (GeoTIFF/COG/JP2) at a width into a COG or GeoParquet")
+    embed.add_arguments(p)
+    p.set_defaults(func=embed.run)
     return parser
 
 
