@@ -107,9 +107,9 @@ class ChipGrid:
     @property
     def out_transform(self) -> Affine:
         if self.per == "patch":
-            return self.transform * Affine.scale(self.patch)
+            return self.transform @ Affine.scale(self.patch)
         shift = (self.crop - self.stride) / 2
-        return self.transform * Affine.translation(shift, shift) * Affine.scale(self.stride)
+        return self.transform @ Affine.translation(shift, shift) @ Affine.scale(self.stride)
 
     def pixel_window(self, out_row: int, out_col: int) -> tuple[int, int, int, int]:
         """Scene pixels ``(row0, col0, rows, cols)`` an output pixel's embedding was computed from (clipped to the

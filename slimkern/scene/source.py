@@ -180,11 +180,14 @@ def _same_extent(grid: dict, ref: dict) -> bool:
 
 
 def common_stem(paths) -> str:
+    """The shared start of the file names, cut at a separator (``S1_VV.tif``, ``S1_VH.tif`` -> ``S1``)."""
     stems = [Path(p).name.split(".")[0] for p in paths]
     prefix = stems[0]
     for stem in stems[1:]:
         while not stem.startswith(prefix):
             prefix = prefix[:-1]
+    if prefix not in stems:  # cut a partial name back to the last separator
+        prefix = re.split(r"[_.-](?=[^_.-]*$)", prefix)[0] if re.search(r"[_.-]", prefix) else prefix
     return prefix.rstrip("_-.") or "scene"
 
 
