@@ -29,7 +29,7 @@ class PartialOutput:
 
     def __init__(self, out: str | Path, job: dict) -> None:
         self.out = Path(out)
-        self.job = job
+        self.job = json.loads(json.dumps(job))  # as read back from job.json (tuples become lists)
         self.hash = job_hash(job)
         self.dir = self.out.with_name(self.out.name + ".partial")
         self.blocks_dir = self.dir / "blocks"
@@ -60,7 +60,7 @@ class PartialOutput:
 
     def save_block(self, name: str, **arrays: np.ndarray) -> None:
         path = self.blocks_dir / f"{name}.npz"
-        tmp = path.with_name(f"{name}.tmp.npz")
+        tmp = path.with_name(f"{name}.npz.tmp")  # not *.npz: unfinished files never count as done
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
             fh.flush()
