@@ -114,6 +114,8 @@ def embed_scene(model: SlimModel, scene: str | Path | dict | Scene, width: float
     if 4 not in model.input_ranks:
         raise ValueError(f"{model.cfg.name} takes [B, C, T, H, W] input; scene embedding runs single-date models")
     scene = open_scene(scene, bands, scene_id)
+    if any(out.resolve() == Path(source).resolve() for source in scene.sources):
+        raise ValueError(f"out {out} is one of the scene's own files; write the embeddings elsewhere")
     crop = crop or model.cfg.arch.img_size
     model.check_image_size(crop, crop)
     grid = ChipGrid(scene.height, scene.width, scene.transform, crop, stride or crop, model.cfg.arch.patch_size,

@@ -96,8 +96,12 @@ def test_per_band_files_on_other_grids(tmp_path, model):
     (dict(width=0.0), "width"),
     (dict(batch_size=0), "batch_size must be a positive integer"),
     (dict(units="DN"), "preprocessing contract"),
+    (dict(out="SCENE"), "is one of the scene's own files"),
 ])
 def test_options_are_checked(tmp_path, model, options, message):
+    path = rgb(tmp_path)
     options = {"out": tmp_path / "emb.tif", "progress": False, **options}
+    if options["out"] == "SCENE":
+        options["out"] = path
     with pytest.raises(ValueError, match=message):
-        embed_scene(model, rgb(tmp_path), **options)
+        embed_scene(model, path, **options)
