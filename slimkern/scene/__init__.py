@@ -6,8 +6,8 @@
 Modules: :mod:`.source` (scenes and window reads), :mod:`.grid` (chips, overlap, output grid), :mod:`.prepare`
 (pixels -> model input), :mod:`.pipeline` (:func:`embed_scene`), :mod:`.partial` (resume), :mod:`.cog` and
 :mod:`.geoparquet` (outputs), :mod:`.catalog` (scene lists), :mod:`.ray_data` (many scenes on Ray Data),
-:mod:`.command` (``slimkern embed``). The public names below need the ``scene`` extra (rasterio, rio-cogeo,
-pyarrow, shapely, pyproj, tqdm) and import it on first use, so ``slimkern`` itself imports without it.
+:mod:`.command` (``slimkern embed``). The public names below need the ``scene`` extra (rasterio, pyarrow,
+shapely, pyproj, tqdm) and import it on first use, so ``slimkern`` itself imports without it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import importlib.util
 
 _EXPORTS = {"embed_scene": "pipeline", "SceneResult": "pipeline", "Scene": "source", "SceneError": "source",
             "open_scene": "source", "embed_scenes_ray": "ray_data", "SceneEmbedder": "ray_data"}
-EXTRA = ("rasterio", "rio_cogeo", "pyarrow", "shapely", "pyproj", "tqdm")
+EXTRA = ("rasterio", "pyarrow", "shapely", "pyproj", "tqdm")
 
 
 def require_extra() -> None:

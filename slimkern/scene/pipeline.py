@@ -44,7 +44,7 @@ from .source import Scene, SceneError, SceneReader, open_scene
 DTYPES = {"float32": np.float32, "float16": np.float16}
 FORMATS = {".tif": (write_cog, read_cog_metadata), ".tiff": (write_cog, read_cog_metadata),
            ".parquet": (write_geoparquet, read_parquet_metadata)}
-GDAL_CACHE_BYTES = 256 << 20  # GDAL's block cache otherwise grows to 5 % of the RAM with the scene
+GDAL_CACHE_BYTES = 64 << 20  # GDAL's block cache would otherwise grow to 5 % of the RAM with the scene
 
 
 @dataclasses.dataclass

@@ -9,7 +9,7 @@ from slimkern.cli import main
 from tests.scene.scenes import write_raster
 
 gpd = pytest.importorskip("geopandas")
-pytest.importorskip("rio_cogeo", reason="the scene extra")
+pytest.importorskip("pyarrow", reason="the scene extra")
 from slimkern.scene.catalog import expand_scenes  # noqa: E402
 
 

@@ -2,6 +2,7 @@
 overlap, band layouts (pixel/band interleave, named/unnamed bands, one file per band, resampled bands)."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from affine import Affine
 
 from tests.scene.scenes import CRS, TRANSFORM, expected_embedding, expected_input, rgb_model, sar_model, write_raster
 
-pytest.importorskip("rio_cogeo", reason="the scene extra")
+pytest.importorskip("pyarrow", reason="the scene extra")
 from slimkern.scene import embed_scene  # noqa: E402
 from slimkern.scene.source import open_scene  # noqa: E402
 
@@ -159,3 +160,23 @@ def test_a_folder_of_sentinel2_band_files_takes_the_finest_resolution_per_band(t
     assert [f.path.endswith(s) for f, s in zip(scene.files, ("B02_10m.tif", "B04_10m.tif", "B8A_20m.tif"),
                                                 strict=True)] == [True] * 3
     assert [f.warp for f in scene.files] == [False, False, True]
+
+
+def test_the_cog_is_valid_with_averaged_overviews(tmp_path, model):
+    cog_validate = pytest.importorskip("rio_cogeo.cogeo").cog_validate
+    data = np.random.default_rng(6).integers(1, 255, (3, 1100, 1100), dtype=np.uint8)
+    data[:, :300, :300] = 0
+    path = write_raster(tmp_path / "s.tif", data, nodata=0, descriptions=("R", "G", "B"), block=256)
+    out = tmp_path / "emb.tif"
+    embed_scene(model, path, 0.1, out=out, per="patch", progress=False, batch_size=64)
+    valid, errors, notes = cog_validate(out, quiet=True)
+    assert valid and not errors and not notes
+    with rasterio.open(out) as src:
+        assert (src.height, src.width, src.block_shapes[0]) == (138, 138, (128, 128))  # 64 dims x 4 bytes: 128 px
+        assert src.overviews(1) == [2] and src.nodata != src.nodata  # NaN
+        full = src.read()
+        half = src.read(out_shape=(src.count, 69, 69))  # the overview
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the mean of four nodata pixels is NaN, as it should be
+        means = np.nanmean(full.reshape(src.count, 69, 2, 69, 2), axis=(2, 4))
+    np.testing.assert_allclose(half, means, rtol=1e-5, atol=1e-6)  # NaN (nodata) where all four are nodata

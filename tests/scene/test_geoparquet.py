@@ -12,7 +12,7 @@ from tests.scene.scenes import CRS, TRANSFORM, expected_embedding, expected_inpu
 gpd = pytest.importorskip("geopandas")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
-pytest.importorskip("rio_cogeo", reason="the scene extra")
+pytest.importorskip("pyarrow", reason="the scene extra")
 from slimkern.scene import embed_scene  # noqa: E402
 
 H, W = 150, 200

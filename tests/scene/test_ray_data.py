@@ -9,7 +9,7 @@ from tests.scene.scenes import rgb_model, write_raster
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data", reason="Ray Data needs pyarrow")
-pytest.importorskip("rio_cogeo", reason="the scene extra")
+pytest.importorskip("pyarrow", reason="the scene extra")
 from slimkern.scene import embed_scene, embed_scenes_ray  # noqa: E402
 
 ARCH = {"depth": 2, "dim": 64, "num_heads": 2}  # rgb_model()'s architecture, random weights on both sides

@@ -7,7 +7,7 @@ from affine import Affine
 
 from tests.scene.scenes import TRANSFORM, rgb_model, write_raster
 
-pytest.importorskip("rio_cogeo", reason="the scene extra")
+pytest.importorskip("pyarrow", reason="the scene extra")
 from slimkern.scene import SceneError, embed_scene  # noqa: E402
 
 
