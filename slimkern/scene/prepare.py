@@ -2,8 +2,8 @@
 
 Interim adapter until the preprocessing contract (``model.prepare``, issue 15) is on main; it is then
 replaced by a call to ``model.prepare`` with the same arguments. Until then: bands are matched to the model's
-``cfg.bands`` by exact name (no alias table), scaled by the model's documented input scale
-(:func:`slimkern.analysis.datasets.input_scale_factor`) and normalised by ``model.normalize``.
+``cfg.bands`` by exact name (no alias table), brought to model units as the spec says (``(DN + offset) * scale``)
+and normalised by ``model.normalize``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import torch
 
-from ..analysis.datasets import input_scale_factor
 from ..model import SlimModel
 
 
@@ -27,7 +26,7 @@ def prepare_chips(model: SlimModel, raw: torch.Tensor, bands: Sequence[str] | No
     cfg = model.cfg
     if units is not None:
         raise ValueError(f"units={units!r}: unit conversion comes with the preprocessing contract "
-                         f"(model.prepare); give pixels in {cfg.input_scale!r} for now")
+                         f"(model.prepare); give pixels in the spec's unit ({model.spec.unit}) for now")
     if bands is None:
         if raw.shape[1] != len(cfg.bands):
             raise ValueError(f"the scene has {raw.shape[1]} unnamed bands but {cfg.name} expects {len(cfg.bands)} "
@@ -40,4 +39,5 @@ def prepare_chips(model: SlimModel, raw: torch.Tensor, bands: Sequence[str] | No
                              f"(it has {', '.join(bands)})")
         raw = raw[:, [list(bands).index(b) for b in cfg.bands]]
     x = raw.to(model.device, torch.float64 if model.dtype == torch.float64 else torch.float32)
-    return model.normalize(x * input_scale_factor(model)).to(model.dtype), {}
+    spec = model.spec
+    return model.normalize((x + spec.offset) * spec.scale).to(model.dtype), {}
