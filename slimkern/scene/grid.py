@@ -40,7 +40,6 @@ def chip_count(size: int, crop: int, stride: int) -> int:
 class Block:
     """``rows x cols`` chips starting at chip ``(row, col)``, with the output window they write."""
 
-    index: int
     row: int
     col: int
     rows: int
@@ -138,7 +137,6 @@ class ChipGrid:
     # -- blocks ----------------------------------------------------------------------------------------
     def blocks(self) -> Iterator[Block]:
         """The blocks in row-major order."""
-        index = 0
         for row in range(0, self.chip_rows, self.block):
             for col in range(0, self.chip_cols, self.block):
                 rows, cols = min(self.block, self.chip_rows - row), min(self.block, self.chip_cols - col)
@@ -148,8 +146,7 @@ class ChipGrid:
                     r0, _, c0, _ = self.chip_core(row, col)
                     _, r1, _, c1 = self.chip_core(row + rows - 1, col + cols - 1)
                     window = (r0, c0, r1 - r0, c1 - c0)
-                yield Block(index, row, col, rows, cols, *window)
-                index += 1
+                yield Block(row, col, rows, cols, *window)
 
     @property
     def block_count(self) -> int:
