@@ -11,7 +11,7 @@ from affine import Affine
 
 from tests.scene.scenes import CRS, TRANSFORM, expected_embedding, expected_input, rgb_model, sar_model, write_raster
 
-pytest.importorskip("pyarrow", reason="the scene extra")
+pq = pytest.importorskip("pyarrow.parquet", reason="the scene extra")
 from slimkern.scene import embed_scene  # noqa: E402
 from slimkern.scene.source import open_scene  # noqa: E402
 
@@ -180,3 +180,21 @@ def test_the_cog_is_valid_with_averaged_overviews(tmp_path, model):
         warnings.simplefilter("ignore", RuntimeWarning)  # the mean of four nodata pixels is NaN, as it should be
         means = np.nanmean(full.reshape(src.count, 69, 2, 69, 2), axis=(2, 4))
     np.testing.assert_allclose(half, means, rtol=1e-5, atol=1e-6)  # NaN (nodata) where all four are nodata
+
+
+def test_an_internal_mask_band_marks_nodata(tmp_path, model):
+    data = np.random.default_rng(8).integers(1, 255, (3, 64, 128), dtype=np.uint8)
+    path = write_raster(tmp_path / "masked.tif", data, descriptions=("R", "G", "B"))
+    with rasterio.open(path, "r+") as dst:  # no nodata value: a mask band (GDAL's per-dataset mask) says it
+        mask = np.full((64, 128), 255, np.uint8)
+        mask[:, 64:] = 0
+        mask[:10, :10] = 0
+        dst.write_mask(mask)
+    out = tmp_path / "emb.parquet"
+    embed_scene(model, path, 1.0, out=out, progress=False)
+    table = pq.read_table(out)
+    assert table["col"].to_pylist() == [0]  # the second chip is masked out entirely
+    assert table["valid_fraction"].to_pylist() == [pytest.approx(1 - 100 / 64**2)]
+    x, _ = expected_input(model, np.where(mask > 0, data, 0), 0, 0, 64, (0, 1, 2), 0, 1 / 255)
+    np.testing.assert_allclose(table["embedding"].to_pylist()[0], expected_embedding(model, x, 1.0), rtol=1e-4,
+                               atol=1e-5)
