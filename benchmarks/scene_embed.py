@@ -60,6 +60,7 @@ def child(args: argparse.Namespace) -> None:
     import warnings
 
     import slimkern
+    import slimkern.scene.pipeline  # noqa: F401  (rasterio, pyarrow, ...: counted in the RSS before the job)
     from slimkern.zoo.eurosat_vit import WEIGHTS
 
     with warnings.catch_warnings():
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         if not scenes[size].exists():
             print(f"writing the {size} x {size} x 4 scene to {scenes[size]} (once)", flush=True)
             write_scene(scenes[size], size)
-    rows = []
+    rows, load_start = [], os.getloadavg()
     with tempfile.TemporaryDirectory(dir=cache) as work:
         for width in (float(w) for w in args.widths.split(",")):
             for size in (args.small, args.big):
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)",
               "date": datetime.date.today().isoformat(), "model": "vit_tiny_eurosat (shipped weights)",
               "per": args.per, "dtype": args.dtype, "format": args.suffix, "batch_size": args.batch_size,
-              "rows": rows}
+              "load_average_start": load_start, "load_average_end": os.getloadavg(), "rows": rows}
     if args.name:
         (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=1))
         (RESULTS / f"{args.name}.md").write_text(markdown(report))
@@ -145,12 +146,15 @@ def markdown(report: dict) -> str:
              f"{report['format']}, batch {report['batch_size']} ({report['date']}, {report['machine']})", "",
              "| scene | width | rel FLOPs | chips | chips/s | scene s | read s | wait s | model s | write s | "
              "output s | RSS before MB | peak RSS MB |", "| --- " * 13 + "|"]
+    load = [f"{report[k][0]:.1f}" for k in ("load_average_start", "load_average_end")]
     for r in report["rows"]:
         s = r["seconds"]
         lines.append(f"| {r['size']}^2 | {r['width']:g} | {r['relative_flops']:.1%} | {r['embedded']} | "
                      f"{r['embedded'] / s['total']:.1f} | {s['total']:.1f} | {s['read']:.1f} | {s['wait']:.1f} | "
                      f"{s['model']:.1f} | {s['write']:.1f} | {s['finalize']:.1f} | {r['rss_before_mb']:.0f} | "
                      f"{r['rss_peak_mb']:.0f} |")
+    lines += ["", f"Load average (1 min) at start / end: {load[0]} / {load[1]} on {os.cpu_count()} cores shared with "
+              "other jobs, so absolute times are noisy; compare widths and scene sizes within this table."]
     return "\n".join(lines) + "\n"
 
 
