@@ -9,7 +9,7 @@ import sys
 
 from . import demo
 from .api import build_meta
-from .backends import list_backends
+from .backends import describe_backends
 from .plan import MODES, PAPER_WIDTHS
 from .registry import get_cfg, list_models
 
@@ -92,8 +92,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"  checkpoint     {cfg.weights_url or '-'} (container keys {list(cfg.checkpoint.container_keys)}, "
         f"dropped prefixes {list(cfg.checkpoint.drop_prefixes)})",
         f"  paper          {cfg.paper or '-'}",
-        "  backends       " + ", ".join(f"{n}: {'available' if why is None else why}"
-                                         for n, why in list_backends().items()),
+        "  backends       " + "\n                 ".join(f"{n}: {line}" for n, line in describe_backends().items()),
         "",
     ]
     print("\n".join(lines))

@@ -151,8 +151,9 @@ class Engine:
 
     # -- running --------------------------------------------------------------------------------------
     def check_inputs(self, x: torch.Tensor, output: str = "pooled", **inputs) -> None:
-        """The model's own input checks (type, shape, bands, size, dtype, device, NaN/Inf, extra inputs)."""
-        self.model._check_call(x, output, inputs)  # the checks run() makes; shared so servers reject before batching
+        """The model's input checks (:meth:`SlimModel.check_inputs <slimkern.model.SlimModel.check_inputs>`) for
+        a request whose width a budget picks later; servers run them per request, before batching."""
+        self.model.check_inputs(x, None, output=output, **inputs)
 
     def run_with_choice(self, x: torch.Tensor, *, width: float | None = None, flops: float | None = None,
                         latency_ms: float | None = None, mode: str = "attn+ffn", output: str = "pooled",
@@ -161,11 +162,10 @@ class Engine:
 
         Returns the embeddings (as :meth:`SlimModel.run`) and the :class:`Choice` made.
         """
-        check_mode(mode)
         self.check_inputs(x, output, **inputs)
         choice = self.choose(x.shape[0], width=width, flops=flops, latency_ms=latency_ms, mode=mode,
                              image_size=(x.shape[-2], x.shape[-1]))
-        return self.execute(x, choice, output, **inputs), choice
+        return self.execute(x, choice, output, checked=True, **inputs), choice
 
     def run(self, x: torch.Tensor, *, width: float | None = None, flops: float | None = None,
             latency_ms: float | None = None, mode: str = "attn+ffn", output: str = "pooled",
@@ -174,11 +174,18 @@ class Engine:
         return self.run_with_choice(x, width=width, flops=flops, latency_ms=latency_ms, mode=mode, output=output,
                                     **inputs)[0]
 
-    def execute(self, x: torch.Tensor, choice: Choice, output: str = "pooled", **inputs) -> torch.Tensor:
-        """Run ``x`` at a resolved :class:`Choice`: a CUDA graph where one applies, the model's ``run`` otherwise."""
+    def execute(self, x: torch.Tensor, choice: Choice, output: str = "pooled", *, checked: bool = False,
+                **inputs) -> torch.Tensor:
+        """Run ``x`` at a resolved :class:`Choice`: a CUDA graph where one applies, the model's forward otherwise.
+
+        ``checked``: ``x`` already passed :meth:`check_inputs` (``run_with_choice``; the server's batches, merged from
+        requests checked one by one), so it is not checked again.
+        """
+        if not checked:
+            self.check_inputs(x, output, **inputs)
         if self.graphs is None or inputs:
-            return self.model.run(x, choice.width, mode=choice.plan.mode, output=output, **inputs)
-        self.check_inputs(x, output)
+            with torch.no_grad():
+                return self.model.encode(x, choice.width, choice.plan.mode, output, self.model.backend, **inputs)
         return self.graphs.run(x, choice.width, choice.plan.mode, output)
 
     # -- latency profile ------------------------------------------------------------------------------

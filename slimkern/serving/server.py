@@ -28,7 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from ..model import OUTPUTS
+from ..checks import OUTPUTS
 from ..plan import MODES
 from .batcher import DynamicBatcher, Pending, QueueFull
 from .codecs import NotAcceptable, PayloadError, UnsupportedMediaType, decode, encode, media_type, response_kind
@@ -75,7 +75,7 @@ class EmbedService:
     def _run_batch(self, items: list[Pending], x: torch.Tensor) -> torch.Tensor:
         choice, output = items[0].tag  # every item of a batch has the same plan, so the same result
         # to the host here, in the worker thread: a GPU sync in the event loop would stall every other request
-        return self.engine.execute(x, choice, output).cpu()
+        return self.engine.execute(x, choice, output, checked=True).cpu()  # each request was checked alone
 
     async def embed_tensor(self, x: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, Choice]:
         """Embeddings of one request's batch ``x`` with ``params`` (budget, mode, output, normalize), batched with
@@ -255,9 +255,7 @@ def _params(query: dict[str, str], fields: dict[str, Any]) -> dict[str, Any]:
     params.update(fields)
     if not isinstance(params["normalize"], bool):
         raise TypeError(f"normalize must be true or false, got {params['normalize']!r}")
-    if params["output"] not in OUTPUTS:
-        raise ValueError(f"unknown output {params['output']!r}; expected one of {', '.join(map(repr, OUTPUTS))}")
-    return params
+    return params  # output and mode are the model's to check (engine.check_inputs), once
 
 
 def _prepare(engine: Engine, x: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, Choice]:
