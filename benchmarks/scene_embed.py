@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             write_scene(scenes[size], size)
     rows, load_start = [], os.getloadavg()
     with tempfile.TemporaryDirectory(dir=cache) as work:
-        for width in (float(w) for w in args.widths.split(",")):
-            for size in (args.small, args.big):
+        for size in (args.small, args.big):  # the small scene first: every width has a row early
+            for width in (float(w) for w in args.widths.split(",")):
                 record = run_job(scenes[size], width, args, Path(work))
                 rows.append({"size": size, "width": width, **record})
                 s = record["seconds"]
@@ -131,13 +131,13 @@ def main(argv: list[str] | None = None) -> int:
                       f"wait {s['wait']:.1f}, model {s['model']:.1f}, write {s['write']:.1f}, output "
                       f"{s['finalize']:.1f})  RSS {record['rss_before_mb']:.0f} -> {record['rss_peak_mb']:.0f} MB",
                       flush=True)
-    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)",
-              "date": datetime.date.today().isoformat(), "model": "vit_tiny_eurosat (shipped weights)",
-              "per": args.per, "dtype": args.dtype, "format": args.suffix, "batch_size": args.batch_size,
-              "load_average_start": load_start, "load_average_end": os.getloadavg(), "rows": rows}
-    if args.name:
-        (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=1))
-        (RESULTS / f"{args.name}.md").write_text(markdown(report))
+                report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)",
+                          "date": datetime.date.today().isoformat(), "model": "vit_tiny_eurosat (shipped weights)",
+                          "per": args.per, "dtype": args.dtype, "format": args.suffix, "batch_size": args.batch_size,
+                          "load_average_start": load_start, "load_average_end": os.getloadavg(), "rows": rows}
+                if args.name:  # after every job, so a long run leaves its finished rows
+                    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=1))
+                    (RESULTS / f"{args.name}.md").write_text(markdown(report))
     return 0
 
 
