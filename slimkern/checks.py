@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 import torch
 
+from .input_check import check_input
 from .plan import check_width
 
 OUTPUTS = ("pooled", "tokens")
@@ -76,3 +77,10 @@ def check_finite(name: str, x: torch.Tensor) -> None:
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name}: x contains {bad} NaN or Inf values; clean or mask the input first")
+
+
+def check_plausible(model, x: torch.Tensor, inputs: dict, check: str) -> None:
+    """The values against the input contract: raw DN, 8-bit pixels, a constant band, wavelengths in other units
+    (:mod:`slimkern.input_check`; ``check`` is ``"error"``, ``"warn"`` or ``"off"``)."""
+    check_input(model.cfg.name, x, model.input_band_names(x), model.input_wavelengths_um(inputs), check=check,
+                unit=model.spec.unit, sar_by_name=model.spec.sar_by_name)

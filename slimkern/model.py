@@ -50,8 +50,9 @@ class ValidationReport:
 class SlimModel(nn.Module):
     """A slimmable encoder. Build it with :func:`slimkern.load`.
 
-    >>> model = slimkern.load("satmae")                       # doctest: +SKIP
-    >>> emb = model.run(model.normalize(images), width=0.1)   # [B, 1024], ~11 % of the FLOPs
+    >>> model = slimkern.load("satmae")                                           # doctest: +SKIP
+    >>> p = model.prepare(pixels, bands=["R", "G", "B"], units="DN")             # doctest: +SKIP
+    >>> emb = model.run(p.x, width=0.1, **p.inputs)   # [B, 1024], ~11 % of the FLOPs
     """
 
     #: Tokens before the patch tokens (class token, registers).
@@ -75,6 +76,8 @@ class SlimModel(nn.Module):
         self._block_dims = tuple((s.num_heads, s.head_dim, s.mlp_hidden) for s in block_specs)
         self._backend: tuple[tuple, Backend] | None = None  # ((name, device, dtype), the backend resolved for them)
         self._backend_name = "auto"
+        self.checkpoint_sha256: str | None = None  # set by slimkern.load from the weights file
+        self.checkpoint_name = "random weights"
 
     # -- what a family provides -------------------------------------------------------------------
     def embed(self, x: torch.Tensor, **inputs) -> torch.Tensor:
@@ -204,14 +207,16 @@ class SlimModel(nn.Module):
         return make_plan(width, mode, self._block_dims)
 
     def check_inputs(self, x: torch.Tensor, width: float | Iterable[float] | None = None, *, mode: str = "attn+ffn",
-                     output: str = "pooled", **inputs) -> float | list[float] | None:
+                     output: str = "pooled", check: str = "error", **inputs) -> float | list[float] | None:
         """Check one call's inputs, each fact once, before any computation; return the width(s) as floats.
 
         The checks (:mod:`slimkern.checks`), in order: width(s) in (0, 1] (a sequence for :meth:`run_widths`;
         ``None`` when a serving budget picks it later), mode, output, the model's own extra inputs, ``x`` a
         tensor of an accepted rank with the model's bands and at least one image, its dtype and device, its image
-        size, and finite values (the one check that reads every value). :meth:`run`, :meth:`reference`,
-        :meth:`validate`, :meth:`run_widths` and the serving engine and server call it exactly once per call.
+        size, finite values (the one check that reads every value), and the plausibility of the values against the
+        input contract (``check``: ``"error"``, ``"warn"`` or ``"off"``; :mod:`slimkern.input_check`).
+        :meth:`run`, :meth:`reference`, :meth:`validate`, :meth:`run_widths` and the serving engine and server call
+        it exactly once per call.
 
         Raises:
             TypeError: wrong types, dtype or unexpected extra inputs. ValueError: anything else, with what is
@@ -224,6 +229,7 @@ class SlimModel(nn.Module):
         self.check_tensor(x)
         self.check_image_size(x.shape[-2], x.shape[-1])
         checks.check_finite(self.cfg.name, x)
+        checks.check_plausible(self, x, inputs, check)
         return widths
 
     def check_tensor(self, x: torch.Tensor, *, check_dtype: bool = True) -> None:
@@ -235,27 +241,29 @@ class SlimModel(nn.Module):
         checks.check_device(self, x)
 
     def run(self, x: torch.Tensor, width: float = 1.0, *, mode: str = "attn+ffn", output: str = "pooled",
-            **inputs) -> torch.Tensor:
+            check: str = "error", **inputs) -> torch.Tensor:
         """Embed normalised images ``x`` ``[B, C, H, W]`` with every block slimmed to ``width``.
 
         Args:
-            x: normalised input (see :meth:`normalize`), on the model's device, in its dtype.
+            x: normalised input (see :meth:`prepare`), on the model's device, in its dtype.
             width: slimming factor ``s`` in (0, 1]; 1.0 is the unslimmed model.
             mode: ``"attn+ffn"`` (both), ``"attn"`` (attention only) or ``"ffn"`` (FFN only).
             output: ``"pooled"`` -> ``[B, d]`` (the model's classification embedding) or
                 ``"tokens"`` -> ``[B, N, d]`` (final-normed sequence, prefix tokens included).
+            check: ``"error"`` (default): raw-looking input (DN, 8-bit pixels, a constant band, wavelengths in
+                other units) raises ``ValueError``; ``"warn"``: warns; ``"off"``: no such check.
             **inputs: model-specific inputs (none for plain ViTs).
         """
-        width = self.check_inputs(x, width, mode=mode, output=output, **inputs)
+        width = self.check_inputs(x, width, mode=mode, output=output, check=check, **inputs)
         with torch.no_grad():
             return self.encode(x, width, mode, output, self.backend, **inputs)
 
     forward = run
 
     def reference(self, x: torch.Tensor, width: float = 1.0, *, mode: str = "attn+ffn", output: str = "pooled",
-                  dtype: torch.dtype = torch.float64, **inputs) -> torch.Tensor:
+                  dtype: torch.dtype = torch.float64, check: str = "error", **inputs) -> torch.Tensor:
         """The plain PyTorch reference path (materialised slices, explicit attention), in ``dtype``."""
-        width = self.check_inputs(x, width, mode=mode, output=output, **inputs)
+        width = self.check_inputs(x, width, mode=mode, output=output, check=check, **inputs)
         return self._reference(x, width, mode, output, dtype, inputs)
 
     def _reference(self, x: torch.Tensor, width: float, mode: str, output: str, dtype: torch.dtype,
@@ -285,7 +293,7 @@ class SlimModel(nn.Module):
         return self.pool(tokens) if output == "pooled" else tokens
 
     def run_widths(self, x: torch.Tensor, widths, *, mode: str = "attn+ffn", output: str = "pooled",
-                   **inputs) -> dict[float, torch.Tensor]:
+                   check: str = "error", **inputs) -> dict[float, torch.Tensor]:
         """:meth:`run` at every width of ``widths``, with the unslimmed stem computed once.
 
         The stem (patch embedding, positions, class token) is the same at every width, so a width sweep
@@ -293,7 +301,7 @@ class SlimModel(nn.Module):
         ``{float(width): output}`` in the order of ``widths``, each equal to ``run(x, width, ...)``. Families
         that override :meth:`encode` (several encoders, e.g. CROMA) run it once per width.
         """
-        widths = self.check_inputs(x, list(widths), mode=mode, output=output, **inputs)
+        widths = self.check_inputs(x, list(widths), mode=mode, output=output, check=check, **inputs)
         backend = self.backend
         with torch.no_grad():
             if type(self).encode is not SlimModel.encode:
@@ -303,9 +311,9 @@ class SlimModel(nn.Module):
             return {w: self._encode_stem(stem, self.plan(w, mode), bias, output, backend) for w in widths}
 
     def validate(self, x: torch.Tensor, width: float = 1.0, *, mode: str = "attn+ffn", output: str = "pooled",
-                 **inputs) -> ValidationReport:
+                 check: str = "error", **inputs) -> ValidationReport:
         """Run the fast path and the float64 reference on ``x`` and report their difference."""
-        width = self.check_inputs(x, width, mode=mode, output=output, **inputs)
+        width = self.check_inputs(x, width, mode=mode, output=output, check=check, **inputs)
         backend = self.backend
         with torch.no_grad():
             fast = self.encode(x, width, mode, output, backend, **inputs).double()
@@ -333,6 +341,23 @@ class SlimModel(nn.Module):
                        image_size: int | tuple[int, int] | None = None) -> float:
         """``flops(width) / flops(1.0)``: the paper's relative compute."""
         return self.flops(width, mode=mode, image_size=image_size) / self.flops(1.0, mode=mode, image_size=image_size)
+
+    def prepare(self, raw, *, bands, units: str | None = None, gsd: float | None = None, size=None,
+                add_offset: float = 0.0, stats=None):
+        """Raw sensor values with named bands -> the input this checkpoint expects (see :mod:`slimkern.prepare`).
+
+        Returns a :class:`~slimkern.prepare.Prepared`: ``run(p.x, width, **p.inputs)``.
+        """
+        from .prepare import prepare
+
+        return prepare(self, raw, bands=bands, units=units, gsd=gsd, size=size, add_offset=add_offset, stats=stats)
+
+    def provenance(self, *, width: float | None = None, mode: str | None = None, prepared=None) -> dict:
+        """Run metadata for an embedding: model, checkpoint hash, width, mode, input contract used, dtype, device,
+        backend and library versions (see :mod:`slimkern.provenance`)."""
+        from .provenance import provenance
+
+        return provenance(self, width=width, mode=mode, prepared=prepared)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """``(x - mean) / std`` per band, with the spec's statistics (identity where they come from the data).

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..input_check import check_mode as check_input_mode
 from ..model import SlimModel
 from ..plan import PAPER_WIDTHS, SlimPlan, check_mode, check_width
 from .graphs import DEFAULT_BUCKETS, GraphCache
@@ -62,6 +63,7 @@ class Engine:
         graphs: capture CUDA graphs per (plan, batch bucket); default ``True`` on CUDA. Ignored on CPU.
         buckets: batch sizes graphs are captured for (batches are padded up to the next bucket).
         graph_max_entries, graph_max_bytes: bounds of the graph cache (least recently used graphs go first).
+        check: the input check of every call (``model.run(check=...)``): ``"error"``, ``"warn"`` or ``"off"``.
 
     >>> engine = slimkern.Engine(slimkern.load("satmae"))            # doctest: +SKIP
     >>> emb, choice = engine.run_with_choice(x, flops=0.05)          # doctest: +SKIP
@@ -71,12 +73,13 @@ class Engine:
 
     def __init__(self, model: SlimModel, *, widths: Sequence[float] = PAPER_WIDTHS, graphs: bool | None = None,
                  buckets: tuple[int, ...] = DEFAULT_BUCKETS, graph_max_entries: int = 32,
-                 graph_max_bytes: int | None = None) -> None:
+                 graph_max_bytes: int | None = None, check: str = "error") -> None:
         if not isinstance(model, SlimModel):
             raise TypeError(f"Engine wraps a slimkern SlimModel (from slimkern.load), got {type(model).__name__}")
         if not widths:
             raise ValueError("widths must list at least one candidate width in (0, 1]")
         self.model = model
+        self.check = check_input_mode(check)
         self.widths = tuple(sorted({check_width(w) for w in widths}))
         use_graphs = model.device.type == "cuda" if graphs is None else graphs and model.device.type == "cuda"
         self.graphs = (GraphCache(model, buckets=buckets, max_entries=graph_max_entries, max_bytes=graph_max_bytes)
@@ -151,9 +154,10 @@ class Engine:
 
     # -- running --------------------------------------------------------------------------------------
     def check_inputs(self, x: torch.Tensor, output: str = "pooled", **inputs) -> None:
-        """The model's input checks (:meth:`SlimModel.check_inputs <slimkern.model.SlimModel.check_inputs>`) for
-        a request whose width a budget picks later; servers run them per request, before batching."""
-        self.model.check_inputs(x, None, output=output, **inputs)
+        """The model's input checks (:meth:`SlimModel.check_inputs <slimkern.model.SlimModel.check_inputs>`, with
+        the engine's ``check`` mode) for a request whose width a budget picks later; servers run them per request,
+        before batching."""
+        self.model.check_inputs(x, None, output=output, check=self.check, **inputs)
 
     def run_with_choice(self, x: torch.Tensor, *, width: float | None = None, flops: float | None = None,
                         latency_ms: float | None = None, mode: str = "attn+ffn", output: str = "pooled",
