@@ -2,14 +2,15 @@
 
     python -m benchmarks.scene_embed                                  # 10,980^2 and 1,024^2 x 4 bands, 3 widths
     python -m benchmarks.scene_embed --big 4096 --widths 0.1 --per patch --dtype float16
+    nice python -m benchmarks.scene_embed --big-widths 0.1 --name cpu-...-scene-per-chip   # big scene at 0.1 only
 
 Two synthetic 4-band (B, G, R, N) uint8 scenes, deflate-compressed 512 px tiles like a Sentinel-2 COG, are
 written once to ``--cache``. Each job runs ``slimkern.embed_scene`` with ``vit_tiny_eurosat`` (shipped weights,
-64 px chips, bands R, G, B picked by name) in a fresh process, which reports the pipeline's time split and its
-peak RSS (``ru_maxrss``) next to its RSS before the job (Python, torch, the model). Times are wall clock:
-``read`` is the reader threads' time (overlapped with the model), ``wait`` the part the model waited for data,
-``model`` preparation and forward passes, ``write`` storing finished blocks (writer thread), ``output`` building
-the COG/GeoParquet at the end.
+64 px chips, bands R, G, B picked by name by ``model.prepare``) in a fresh process, which reports the pipeline's
+time split and its peak RSS (``ru_maxrss``) next to its RSS before the job (Python, torch, the model). Times
+are wall clock: ``read`` is the reader threads' time (overlapped with the model), ``wait`` the part the model
+waited for data, ``model`` preparation and forward passes, ``write`` storing finished blocks (writer thread),
+``output`` building the COG/GeoParquet at the end.
 """
 
 from __future__ import annotations
@@ -77,6 +78,14 @@ def child(args: argparse.Namespace) -> None:
                       "output_mb": Path(args.out).stat().st_size / 2**20}))
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -97,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", type=int, default=10980)
     parser.add_argument("--small", type=int, default=1024)
     parser.add_argument("--widths", default="1,0.25,0.1")
+    parser.add_argument("--big-widths", default=None, help="widths of the big scene (default: --widths)")
     parser.add_argument("--per", choices=("chip", "patch"), default="chip")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32")
     parser.add_argument("--suffix", choices=(".tif", ".parquet"), default=".tif")
@@ -122,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     rows, load_start = [], os.getloadavg()
     with tempfile.TemporaryDirectory(dir=cache) as work:
         for size in (args.small, args.big):  # the small scene first: every width has a row early
-            for width in (float(w) for w in args.widths.split(",")):
+            widths = args.big_widths if size == args.big and args.big_widths else args.widths
+            for width in (float(w) for w in widths.split(",")):
                 record = run_job(scenes[size], width, args, Path(work))
                 rows.append({"size": size, "width": width, **record})
                 s = record["seconds"]
@@ -131,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"wait {s['wait']:.1f}, model {s['model']:.1f}, write {s['write']:.1f}, output "
                       f"{s['finalize']:.1f})  RSS {record['rss_before_mb']:.0f} -> {record['rss_peak_mb']:.0f} MB",
                       flush=True)
-                report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)",
+                report = {"machine": f"{_cpu_name()}, {os.cpu_count()} cores (shared)",
                           "date": datetime.date.today().isoformat(), "model": "vit_tiny_eurosat (shipped weights)",
                           "per": args.per, "dtype": args.dtype, "format": args.suffix, "batch_size": args.batch_size,
                           "load_average_start": load_start, "load_average_end": os.getloadavg(), "rows": rows}

@@ -5,6 +5,8 @@ which GDAL's COG driver then copies into the COG: pixel-interleaved tiles (all d
 tile of at most 4 MiB), deflate (level 1: embeddings barely compress, so higher levels only cost time),
 overviews by averaging (nodata left out), NaN as nodata, float32 or float16 (stored as IEEE half floats,
 ``NBITS=16``: readers get float32 values that are exactly the halves). It passes ``rio cogeo validate``.
+The run's ``model.provenance(...)`` and the job are one JSON GDAL metadata item, ``SLIMKERN_METADATA``
+(``gdalinfo`` shows it; :func:`read_metadata` parses it).
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ from ..plan import MODES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..cli import parse_band_names
+    from ..input_check import CHECK_MODES
+    from ..prepare import RAW_UNITS
+
     p.add_argument("name", help="model (slimkern list); vit_tiny_eurosat uses its shipped weights by default")
     p.add_argument("scenes", nargs="+", metavar="SCENE",
                    help="raster file, folder of per-band files (Sentinel-2 SAFE or *_B04.tif), B04=a.tif,B03=b.tif, "
@@ -25,9 +29,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", type=int, default=None, help="chip size in pixels (default: the model's input size)")
     p.add_argument("--stride", type=int, default=None, help="step between chips (default: --crop, no overlap)")
     p.add_argument("--batch-size", type=int, default=32, help="chips per forward pass (default 32)")
-    p.add_argument("--bands", default=None, help="names of a single-file scene's bands in file order, e.g. "
-                   "B04,B03,B02,B08 (default: the file's band descriptions)")
-    p.add_argument("--units", default=None, help="units of the pixel values (preprocessing contract)")
+    p.add_argument("--band-names", type=parse_band_names, default=None,
+                   help="names of a single-file scene's bands in file order, e.g. B04,B03,B02,B08 (default: the "
+                        "file's band descriptions); the model's bands are selected by name (model.prepare)")
+    p.add_argument("--units", choices=RAW_UNITS, default=None,
+                   help="what the pixel values are (default: the model's unit, e.g. DN: 8-bit pixels, Sentinel-2 "
+                        "reflectance x 10000)")
+    p.add_argument("--add-offset", type=float, default=0.0,
+                   help="added to DN first: -1000 for Sentinel-2 products of processing baseline 04.00 or later")
+    p.add_argument("--check", choices=CHECK_MODES, default="error",
+                   help="input plausibility check on the chips without nodata: refuse (default), warn, or skip input "
+                        "that does not look like the model's (wrong --units, raw DN)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="output values")
     p.add_argument("--weights", default=None, help="checkpoint (default: shipped weights of vit_tiny_eurosat, "
                    "random weights with a warning for other models)")
@@ -59,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
         weights = str(WEIGHTS)
     options = dict(width=args.width, per=args.per, crop=args.crop, stride=args.stride, batch_size=args.batch_size,
-                   bands=args.bands.split(",") if args.bands else None, units=args.units, mode=args.mode,
+                   bands=args.band_names, units=args.units, add_offset=args.add_offset, check=args.check,
+                   mode=args.mode,
                    dtype=args.dtype, readers=args.readers, prefetch=args.prefetch, overwrite=args.overwrite)
     outputs = [output_path(args.out, scene["id"], len(scenes)) for scene in scenes]
     if args.ray is not None:

@@ -5,7 +5,8 @@ Columns: ``scene`` (id), ``row``/``col`` (output grid position: chip or patch in
 nodata), ``embedding`` (fixed-size list of float32 or float16) and ``geometry`` (WKB polygon of the pixels the
 embedding was computed from, clipped to the scene, in the scene's CRS). Chips or patches without data get no
 row. Rows are written a row group at a time from the finished blocks; the ``geo`` metadata (CRS as PROJJSON,
-bounding box) follows the GeoParquet 1.1 specification.
+bounding box) follows the GeoParquet 1.1 specification. The file metadata key ``slimkern`` holds the run's
+``model.provenance(...)`` and the job as JSON (:func:`read_metadata`).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def _rows(arrays: dict, block, grid: ChipGrid, dtype: str, metadata: dict, table
     emb = arrays["embedding"][local_rows, local_cols].astype(dtype)
     n, dims = emb.shape
     columns = [pa.array([metadata["scene"]] * n, pa.string()), pa.array(rows, pa.int32()), pa.array(cols, pa.int32()),
-               pa.array(np.full(n, metadata["width"]), pa.float64()),
+               pa.array(np.full(n, metadata["provenance"]["width"]), pa.float64()),
                pa.array(np.full(n, metadata["relative_flops"]), pa.float64()),
                pa.array(valid[local_rows, local_cols], pa.float32()),
                pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), dims),

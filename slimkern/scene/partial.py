@@ -4,8 +4,9 @@
 ``blocks/<row>_<col>.npz`` per finished block, each written to a temporary name, flushed to disk and renamed,
 so a block file exists only when complete: the set of block files is the record of what is done. A job started
 again with the same arguments skips those blocks; one with other arguments is refused (the message says what
-differs). When every block is done the output is built inside ``OUT.partial/`` and renamed to ``OUT`` in one
-step, so no half-written file ever carries the final name; then ``OUT.partial/`` is removed.
+differs) unless it has no finished block. When every block is done the output is built inside ``OUT.partial/``
+and renamed to ``OUT`` in one step, so no half-written file ever carries the final name; then ``OUT.partial/``
+is removed.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class PartialOutput:
         if self.dir.exists():
             saved = self._saved_job()
             if saved != self.job:
-                if not overwrite:
+                if not overwrite and any(self.blocks_dir.glob("*.npz")):  # nothing finished: nothing to keep
                     differ = sorted(k for k in set(saved) | set(self.job) if saved.get(k) != self.job.get(k))
                     raise ValueError(f"{self.dir} holds an unfinished job with other settings ({', '.join(differ)} "
                                      "differ); run it again with its settings to finish it, or pass overwrite=True "

@@ -6,11 +6,12 @@ thread stores each finished block (:mod:`.partial`), and the output file is buil
 (:mod:`.cog`, :mod:`.geoparquet`). Memory is bounded by the batch, the prefetch depth and GDAL's block cache,
 not by the scene.
 
+Chips go through the model's preprocessing contract (``model.prepare``) one chip at a time (:mod:`.prepare`).
 Chips without any valid pixel are not run and are written as nodata (NaN in the COG, no row in GeoParquet).
-In partial chips the nodata pixels are *masked*: set to each band's mean (0 after normalisation) before the
-chip is embedded. The model still sees those pixels as patches of average value, so the embedding of a
-partial chip mixes the data with that neutral fill; ``valid_fraction`` (GeoParquet) says how much of the
-chip or patch was data, and in ``per="patch"`` output patches without data are nodata.
+In partial chips the nodata pixels are *filled* with the mean of the chip's valid pixels before ``prepare``;
+the model sees them as a featureless area, so the embedding of a partial chip mixes the data with that fill;
+``valid_fraction`` (GeoParquet) says how much of the chip or patch was data, and in ``per="patch"`` output
+patches without data are nodata. Every output file carries ``model.provenance(...)`` of the run.
 """
 
 from __future__ import annotations
@@ -30,15 +31,17 @@ import rasterio
 import torch
 
 from .. import __version__
+from ..input_check import check_mode as check_check
 from ..model import SlimModel
 from ..plan import check_mode, check_width
+from ..prepare import Prepared
 from .cog import read_metadata as read_cog_metadata
 from .cog import write_cog
 from .geoparquet import read_metadata as read_parquet_metadata
 from .geoparquet import write_geoparquet
 from .grid import ChipGrid
 from .partial import PartialOutput
-from .prepare import prepare_chips
+from .prepare import check_plausible, fill_nodata, prepare_chips, scene_bands
 from .source import Scene, SceneError, SceneReader, open_scene
 
 DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -71,8 +74,9 @@ class SceneResult:
 
 def embed_scene(model: SlimModel, scene: str | Path | dict | Scene, width: float = 1.0, *, out: str | Path,
                 per: str = "chip", crop: int | None = None, stride: int | None = None,
-                bands: list[str] | tuple[str, ...] | None = None, units: str | None = None, mode: str = "attn+ffn",
-                dtype: str = "float32", batch_size: int = 32, readers: int = 2, prefetch: int = 2,
+                bands: list[str] | tuple[str, ...] | None = None, units: str | None = None, add_offset: float = 0.0,
+                stats=None, check: str = "error", mode: str = "attn+ffn", dtype: str = "float32",
+                batch_size: int = 32, readers: int = 2, prefetch: int = 2,
                 block: int | None = None, scene_id: str | None = None, overwrite: bool = False,
                 progress: bool = True) -> SceneResult:
     """Embed a whole scene at ``width`` and write it to ``out`` (``.tif``: COG, ``.parquet``: GeoParquet).
@@ -86,8 +90,10 @@ def embed_scene(model: SlimModel, scene: str | Path | dict | Scene, width: float
         crop, stride: chip size and step in pixels (TerraTorch's names; default: the model's input size, no
             overlap). See :mod:`slimkern.scene.grid` for how overlap is handled.
         bands: names of a single-file scene's bands in file order (else its band descriptions); the model's
-            bands are selected from them by name.
-        units: the units of the pixels (preprocessing contract).
+            bands are selected from them by name (``model.prepare``).
+        units, add_offset, stats: what the pixels are, as :meth:`SlimModel.prepare` takes them (``units``: ``"DN"``,
+            ``"reflectance"``, ...; default: the model's unit).
+        check: ``run``'s input plausibility check (``"error"``, ``"warn"``, ``"off"``), on chips without nodata.
         mode: slimming mode (``"attn+ffn"``, ``"attn"``, ``"ffn"``).
         dtype: ``"float32"`` or ``"float16"`` output values.
         batch_size: chips per forward pass; readers: reader threads; prefetch: blocks read ahead.
@@ -103,6 +109,7 @@ def embed_scene(model: SlimModel, scene: str | Path | dict | Scene, width: float
     started = time.perf_counter()
     check_width(width)
     check_mode(mode)
+    check_check(check)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
     out = Path(out)
@@ -120,9 +127,11 @@ def embed_scene(model: SlimModel, scene: str | Path | dict | Scene, width: float
     model.check_image_size(crop, crop)
     grid = ChipGrid(scene.height, scene.width, scene.transform, crop, stride or crop, model.cfg.arch.patch_size,
                     per, block or max(4, math.ceil(math.sqrt(batch_size))))
-    dims = _check_model(model, scene, grid, width, mode, units)
+    prep = {"bands": scene_bands(model, scene), "units": units, "add_offset": add_offset, "stats": stats}
+    dims, prepared = _check_model(model, scene, grid, width, mode, prep)
+    prep["stats"] = None if stats is None else [[float(v) for v in values] for values in stats]
     relative_flops = model.relative_flops(width, mode=mode, image_size=crop)
-    job = _job(model, scene, grid, width, mode, units, dtype, batch_size, out.suffix.lower())
+    job = _job(model, scene, grid, width, mode, prep, dtype, batch_size, out.suffix.lower())
     partial = PartialOutput(out, job)
     write, read_metadata = FORMATS[out.suffix.lower()]
     result = SceneResult(scene.id, out, grid.chips, 0, 0, 0, relative_flops,
@@ -135,30 +144,37 @@ def embed_scene(model: SlimModel, scene: str | Path | dict | Scene, width: float
     done = partial.start(overwrite)
     result.resumed_blocks = len(done)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
-        _stream(model, scene, grid, partial, done, result, width=width, mode=mode, units=units, dims=dims,
-                dtype=DTYPES[dtype], batch_size=batch_size, readers=readers, prefetch=prefetch, progress=progress)
+        _stream(model, scene, grid, partial, done, result, width=width, mode=mode, prep=prep, check=check,
+                dims=dims, dtype=DTYPES[dtype], batch_size=batch_size, readers=readers, prefetch=prefetch,
+                progress=progress)
         tick = time.perf_counter()
-        metadata = {"scene": scene.id, "model": model.cfg.name, "width": float(width), "mode": mode,
-                    "relative_flops": relative_flops, "per": per, "crop": crop, "stride": grid.stride,
-                    "bands": scene.band_names, "units": units, "dtype": dtype, "weights": job["weights"],
-                    "job": partial.hash, "slimkern": __version__, "sources": list(scene.sources)}
+        metadata = {"provenance": model.provenance(width=float(width), mode=mode, prepared=prepared),
+                    "scene": scene.id, "sources": list(scene.sources), "scene_bands": list(prep["bands"]),
+                    "per": per, "crop": crop, "stride": grid.stride, "relative_flops": relative_flops,
+                    "output_dtype": dtype, "weights": job["weights"], "job": partial.hash}
         partial.commit(lambda tmp: write(partial, grid, scene.crs, dims, dtype, metadata, tmp))
         result.seconds["finalize"] = time.perf_counter() - tick
     result.seconds["total"] = time.perf_counter() - started
     return result
 
 
-def _check_model(model: SlimModel, scene: Scene, grid: ChipGrid, width: float, mode: str, units: str | None) -> int:
-    """Bands and token layout checked before any work; returns the embedding dimension."""
-    x, inputs = prepare_chips(model, torch.zeros(1, scene.count, grid.crop, grid.crop), scene.band_names, units)
-    x = torch.randn(x.shape, generator=torch.Generator().manual_seed(0)).to(x.device, x.dtype)
-    emb = model.run(x, width, mode=mode, output="pooled" if grid.per == "chip" else "tokens", **inputs)
+def _check_model(model: SlimModel, scene: Scene, grid: ChipGrid, width: float, mode: str, prep: dict
+                 ) -> tuple[int, Prepared]:
+    """Bands, units and token layout checked before any work (on a made-up chip of positive values); returns the
+    embedding dimension and the chip's :class:`~slimkern.Prepared` (the same for every chip: provenance)."""
+    raw = np.random.default_rng(0).uniform(1, 100, (1, scene.count, grid.crop, grid.crop)).astype(np.float32)
+    try:
+        x, prepared = prepare_chips(model, raw, **prep)
+    except ValueError as err:
+        raise SceneError(f"scene {scene.id} ({', '.join(scene.sources)}): {err}") from None
+    emb = model.run(x, width, mode=mode, output="pooled" if grid.per == "chip" else "tokens", check="off",
+                    **prepared.inputs)
     if grid.per == "patch":
         side = grid.crop // grid.patch
         if emb.shape[1] != model.num_prefix_tokens + side * side:
             raise ValueError(f"{model.cfg.name} gives {emb.shape[1]} tokens for a {grid.crop} px chip, not "
                              f"{model.num_prefix_tokens} + {side}x{side} patches; use per='chip'")
-    return int(emb.shape[-1])
+    return int(emb.shape[-1]), prepared
 
 
 _WEIGHT_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -180,7 +196,7 @@ def weights_fingerprint(model: SlimModel) -> str:
     return _WEIGHT_HASHES[model][1]
 
 
-def _job(model: SlimModel, scene: Scene, grid: ChipGrid, width: float, mode: str, units: str | None, dtype: str,
+def _job(model: SlimModel, scene: Scene, grid: ChipGrid, width: float, mode: str, prep: dict, dtype: str,
          batch_size: int, suffix: str) -> dict:
     """Everything the output bytes depend on (resume refuses a job where any of it differs)."""
     files = []
@@ -190,20 +206,21 @@ def _job(model: SlimModel, scene: Scene, grid: ChipGrid, width: float, mode: str
     return {"model": model.cfg.name, "arch": repr(model.cfg.arch), "weights": weights_fingerprint(model),
             "dtype": str(model.dtype), "device": str(model.device), "backend": model.backend.name,
             "width": float(width), "mode": mode, "per": grid.per, "crop": grid.crop, "stride": grid.stride,
-            "block": grid.block, "batch_size": batch_size, "bands": scene.band_names, "units": units,
-            "scene": scene.id, "files": files, "output_dtype": dtype, "format": suffix,
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+            "block": grid.block, "batch_size": batch_size, **prep, "scene": scene.id, "files": files,
+            "output_dtype": dtype, "format": suffix, "slimkern": __version__, "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
 
 
 def _stream(model: SlimModel, scene: Scene, grid: ChipGrid, partial: PartialOutput, done: set[str],
-            result: SceneResult, *, width: float, mode: str, units: str | None, dims: int, dtype, batch_size: int,
-            readers: int, prefetch: int, progress: bool) -> None:
+            result: SceneResult, *, width: float, mode: str, prep: dict, check: str, dims: int, dtype,
+            batch_size: int, readers: int, prefetch: int, progress: bool) -> None:
     from tqdm.auto import tqdm
 
     todo = [b for b in grid.blocks() if b.name not in done]
     finished = grid.chips - sum(b.rows * b.cols for b in todo)
     reader = SceneReader(scene)
     seconds, lock = result.seconds, threading.Lock()
+    checking = {"mode": check}  # "warn" turns "off" after the first warning
 
     def read(block):
         tick = time.perf_counter()
@@ -241,7 +258,8 @@ def _stream(model: SlimModel, scene: Scene, grid: ChipGrid, partial: PartialOutp
                     queue.append((following, pool.submit(read, following)))
                 tick = time.perf_counter()
                 arrays, embedded = _embed_block(model, scene, grid, block, data, valid, width=width, mode=mode,
-                                                units=units, dims=dims, dtype=dtype, batch_size=batch_size)
+                                                prep=prep, checking=checking, dims=dims, dtype=dtype,
+                                                batch_size=batch_size)
                 seconds["model"] += time.perf_counter() - tick
                 result.embedded += embedded
                 result.skipped += block.rows * block.cols - embedded
@@ -257,7 +275,7 @@ def _stream(model: SlimModel, scene: Scene, grid: ChipGrid, partial: PartialOutp
 
 
 def _embed_block(model: SlimModel, scene: Scene, grid: ChipGrid, block, data: np.ndarray, valid: np.ndarray, *,
-                 width: float, mode: str, units: str | None, dims: int, dtype, batch_size: int
+                 width: float, mode: str, prep: dict, checking: dict, dims: int, dtype, batch_size: int
                  ) -> tuple[dict[str, np.ndarray], int]:
     """Embeddings and valid fractions of one block's output window; the number of chips run."""
     crop, stride, patch = grid.crop, grid.stride, grid.patch
@@ -272,16 +290,15 @@ def _embed_block(model: SlimModel, scene: Scene, grid: ChipGrid, block, data: np
         y0, x0 = block.out_row * patch - block.row * stride, block.out_col * patch - block.col * stride
         cells = valid[y0:y0 + block.out_rows * patch, x0:x0 + block.out_cols * patch]
         frac = cells.reshape(block.out_rows, patch, block.out_cols, patch).mean((1, 3), dtype=np.float32)
+    output_kind = "pooled" if grid.per == "chip" else "tokens"
     # batches split evenly within the block, so a resumed job runs exactly the same batches
     for part in np.array_split(np.arange(len(run)), math.ceil(len(run) / batch_size)) if run else ():
         batch = [run[i] for i in part]
-        raw = torch.from_numpy(np.stack([data[:, r * stride:r * stride + crop, c * stride:c * stride + crop]
-                                         for r, c in batch]))
-        mask = torch.from_numpy(np.stack([valid[r * stride:r * stride + crop, c * stride:c * stride + crop]
-                                          for r, c in batch]))
-        x, inputs = prepare_chips(model, raw, scene.band_names, units)
-        x = x.masked_fill(~mask[:, None].to(x.device), 0)  # nodata -> the band mean (see the module docstring)
-        output = model.run(x, width, mode=mode, output="pooled" if grid.per == "chip" else "tokens", **inputs)
+        raw = np.stack([data[:, r * stride:r * stride + crop, c * stride:c * stride + crop] for r, c in batch])
+        mask = np.stack([valid[r * stride:r * stride + crop, c * stride:c * stride + crop] for r, c in batch])
+        x, prepared = prepare_chips(model, fill_nodata(raw, mask), **prep)
+        checking["mode"] = check_plausible(model, scene, x, mask.all(axis=(1, 2)), checking["mode"], prepared.inputs)
+        output = model.run(x, width, mode=mode, output=output_kind, check="off", **prepared.inputs)
         output = output.float().cpu().numpy()
         for (r, c), vector in zip(batch, output, strict=True):
             if grid.per == "chip":

@@ -46,24 +46,34 @@ def sar_model() -> slimkern.SlimModel:
         return slimkern.load("softcon_vits14_s1", img_size=28, depth=1, dim=48, num_heads=2)
 
 
-def expected_input(model, data: np.ndarray, row: int, col: int, crop: int, order, nodata, scale: float):
-    """The normalised chip at ``(row, col)`` of the scene array ``data`` (bands ``order`` of the file, nodata
-    and outside-the-scene pixels set to 0 = the band mean), and its validity."""
+def window(data: np.ndarray, row: int, col: int, crop: int, nodata) -> tuple[np.ndarray, np.ndarray]:
+    """The raw chip ``[C, crop, crop]`` (float64) at ``(row, col)`` of the scene array ``data``, nodata and
+    outside-the-scene pixels set to the mean of the chip's valid pixels per band, and its validity."""
     count, height, width = data.shape
-    window = np.zeros((count, crop, crop), np.float64)
+    chip = np.zeros((count, crop, crop), np.float64)
     valid = np.zeros((crop, crop), bool)
     rows, cols = min(crop, height - row), min(crop, width - col)
     part = data[:, row:row + rows, col:col + cols].astype(np.float64)
-    window[:, :rows, :cols] = part
+    chip[:, :rows, :cols] = part
     ok = np.isfinite(part).all(0)
     if nodata is not None:
         ok &= ~(part == nodata).any(0)
     valid[:rows, :cols] = ok
+    chip = np.nan_to_num(chip)
+    if valid.any():
+        chip[:, ~valid] = chip[:, valid].mean(1)[:, None]
+    return chip, valid
+
+
+def expected_input(model, data: np.ndarray, row: int, col: int, crop: int, order, nodata, scale: float):
+    """The normalised chip at ``(row, col)`` (:func:`window`; bands ``order`` of the file, scaled by ``scale`` and
+    standardised with the model's statistics, in numpy), and its validity."""
+    chip, valid = window(data, row, col, crop, nodata)
     mean, std = np.array(model.cfg.mean)[:, None, None], np.array(model.cfg.std)[:, None, None]
-    x = (np.nan_to_num(window[list(order)]) * scale - mean) / std
-    x[:, ~valid] = 0
+    x = (chip[list(order)] * scale - mean) / std
     return torch.from_numpy(x).float(), valid
 
 
 def expected_embedding(model, x: torch.Tensor, width: float, output: str = "pooled") -> np.ndarray:
-    return model.run(x[None], width, output=output)[0].numpy()
+    """``model.run`` on one chip (without the plausibility check: some tests feed a constant band on purpose)."""
+    return model.run(x[None], width, output=output, check="off")[0].numpy()

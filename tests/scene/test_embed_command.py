@@ -57,11 +57,15 @@ def test_scene_arguments(tmp_path):
     (["a.tif", "x/a.tif"], "scene ids must be unique"),
     (["R=r.tif,G"], "expected BAND=path,BAND=path"),
     (["list.json"], "expected a JSON list of scenes"),
+    (["rgb.tif", "--units", "reflectance"], "band medians R "),
+    (["rgb.tif", "--band-names", "B01,B09,B10"], "raw lacks bands this model needs"),
 ])
 def test_errors_are_one_line(tmp_path, capsys, monkeypatch, arguments, message):
     monkeypatch.chdir(tmp_path)
     write_raster(tmp_path / "noCRS.tif", np.ones((3, 70, 70), np.uint8), crs=None)
     (tmp_path / "list.json").write_text("{}")
+    write_raster(tmp_path / "rgb.tif", np.full((3, 70, 70), 90, np.uint8) + np.eye(70, dtype=np.uint8),
+                 descriptions=("R", "G", "B"))
     assert main(["embed", "vit_tiny_eurosat", *arguments, "--out", "emb.tif", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("slimkern embed: error: ") and message in err and err.count("\n") == 1

@@ -15,7 +15,7 @@ import pytest
 from tests.scene.scenes import rgb_model, write_raster
 
 pytest.importorskip("pyarrow", reason="the scene extra")
-from slimkern.scene import embed_scene  # noqa: E402
+from slimkern.scene import SceneError, embed_scene  # noqa: E402
 from slimkern.scene.partial import PartialOutput  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,14 +112,27 @@ def test_a_finished_output_is_kept_and_other_jobs_are_refused(tmp_path, model, m
     assert not embed_scene(model, path, 0.25, out=out, overwrite=True, progress=False).already_done
 
     other = tmp_path / "other.tif"
+    save, saved = PartialOutput.save_block, []
 
     def failing_save(self, name, **arrays):
-        raise OSError("stop")
+        if saved:
+            raise OSError("stop")
+        saved.append(name)
+        save(self, name, **arrays)
 
     monkeypatch.setattr(PartialOutput, "save_block", failing_save)
     with pytest.raises(OSError):
-        embed_scene(model, path, 0.5, out=other, progress=False)
+        embed_scene(model, path, 0.5, out=other, block=1, progress=False)
     monkeypatch.undo()
     with pytest.raises(ValueError, match=r"unfinished job with other settings \(width differ\)"):
-        embed_scene(model, path, 0.1, out=other, progress=False)
-    assert embed_scene(model, path, 0.1, out=other, overwrite=True, progress=False).resumed_blocks == 0
+        embed_scene(model, path, 0.1, out=other, block=1, progress=False)
+    assert embed_scene(model, path, 0.1, out=other, block=1, overwrite=True, progress=False).resumed_blocks == 0
+
+
+def test_a_job_that_failed_before_its_first_block_is_replaced_by_the_next(tmp_path, model):
+    path = scene(tmp_path)
+    out = tmp_path / "emb.tif"
+    with pytest.raises(SceneError, match="band medians .* beyond"):  # DN said to be reflectance: x 255 too large
+        embed_scene(model, path, 0.5, out=out, units="reflectance", progress=False)
+    assert (tmp_path / "emb.tif.partial" / "job.json").exists() and not out.exists()
+    assert embed_scene(model, path, 0.5, out=out, progress=False).resumed_blocks == 0  # no --overwrite needed

@@ -60,10 +60,11 @@ def test_scene_without_geotransform(tmp_path, model):
 def test_bands_that_do_not_match_the_model(tmp_path, model):
     four = np.random.default_rng(0).integers(1, 255, (4, 70, 70), dtype=np.uint8)
     unnamed = write_raster(tmp_path / "unnamed.tif", four)
-    with pytest.raises(ValueError, match=r"4 unnamed bands but vit_tiny_eurosat expects 3 \(R, G, B\)"):
+    with pytest.raises(SceneError, match=r"4 unnamed bands but vit_tiny_eurosat expects 3 \(R, G, B\)"):
         embed_scene(model, unnamed, out=tmp_path / "a.tif", progress=False)
-    with pytest.raises(ValueError, match=r"lacks R, G, B \(it has B02, B03, B04, B08\)"):
-        embed_scene(model, unnamed, bands=["B02", "B03", "B04", "B08"], out=tmp_path / "b.tif", progress=False)
+    with pytest.raises(SceneError, match=r"unnamed\.tif\): vit_tiny_eurosat: raw lacks bands this model needs: R, G, "
+                                         r"B \(missing R, B\)\. Given: B01, B03, B09, B11"):
+        embed_scene(model, unnamed, bands=["B01", "B03", "B09", "B11"], out=tmp_path / "b.tif", progress=False)
     with pytest.raises(SceneError, match="3 band names given .* a file with 4 bands"):
         embed_scene(model, unnamed, bands=["R", "G", "B"], out=tmp_path / "c.tif", progress=False)
     with pytest.raises(SceneError, match="band names must be unique"):
@@ -95,7 +96,10 @@ def test_per_band_files_on_other_grids(tmp_path, model):
     (dict(out="emb.png"), r"out must end in \.tif/\.tiff"),
     (dict(width=0.0), "width"),
     (dict(batch_size=0), "batch_size must be a positive integer"),
-    (dict(units="DN"), "preprocessing contract"),
+    (dict(units="dB"), "raw in 'dB' cannot be converted"),
+    (dict(units="counts"), "units must be one of DN, reflectance"),
+    (dict(add_offset=-1000, units="reflectance"), "add_offset applies to DN"),
+    (dict(check="strict"), "check must be one of"),
     (dict(out="SCENE"), "is one of the scene's own files"),
 ])
 def test_options_are_checked(tmp_path, model, options, message):
