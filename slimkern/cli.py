@@ -43,6 +43,14 @@ def parse_band_names(text: str) -> tuple[str, ...]:
     return names
 
 
+def add_raw_input_arguments(p: argparse.ArgumentParser, band_names_help: str) -> None:
+    """``--band-names`` and ``--units``: what the raw values are, as :meth:`SlimModel.prepare` takes them."""
+    p.add_argument("--band-names", type=parse_band_names, default=None, help=band_names_help)
+    p.add_argument("--units", choices=RAW_UNITS, default=None,
+                   help="what the stored values are (default: the model's unit, e.g. DN: 8-bit pixels, Sentinel-2 "
+                        "reflectance x 10000)")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     for name in list_models(args.pattern):
         cfg = get_cfg(name)
@@ -187,12 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--geobench-bands", default=None, help="GEO-Bench band names, comma-separated")
     p.add_argument("--dataset-name", default=None, help="name in the result files (default: the data folder's)")
     p.add_argument("--bands", type=parse_bands, default=None, help="0-based band indices to take, e.g. 3,2,1")
-    p.add_argument("--band-names", type=parse_band_names, default=None,
-                   help="names of the stored bands in file order, e.g. B01,B02,...,B12 (JPEG/PNG: R,G,B); the "
-                        "model's bands are then selected and ordered by name")
-    p.add_argument("--units", choices=RAW_UNITS, default=None,
-                   help="what the stored values are (default: the model's unit, e.g. DN: 8-bit pixels, Sentinel-2 "
-                        "reflectance x 10000)")
+    add_raw_input_arguments(p, "names of the stored bands in file order, e.g. B01,B02,...,B12 (JPEG/PNG: R,G,B); "
+                               "the model's bands are then selected and ordered by name")
     p.add_argument("--widths", type=parse_widths, default=PAPER_WIDTHS, help="'paper' (default) or a list")
     p.add_argument("--mode", choices=MODES, default="attn+ffn")
     p.add_argument("--probe", choices=("knn", "linear", "both"), default="both")

@@ -13,9 +13,8 @@ from ..plan import MODES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..cli import parse_band_names
+    from ..cli import add_raw_input_arguments
     from ..input_check import CHECK_MODES
-    from ..prepare import RAW_UNITS
 
     p.add_argument("name", help="model (slimkern list); vit_tiny_eurosat uses its shipped weights by default")
     p.add_argument("scenes", nargs="+", metavar="SCENE",
@@ -29,12 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", type=int, default=None, help="chip size in pixels (default: the model's input size)")
     p.add_argument("--stride", type=int, default=None, help="step between chips (default: --crop, no overlap)")
     p.add_argument("--batch-size", type=int, default=32, help="chips per forward pass (default 32)")
-    p.add_argument("--band-names", type=parse_band_names, default=None,
-                   help="names of a single-file scene's bands in file order, e.g. B04,B03,B02,B08 (default: the "
-                        "file's band descriptions); the model's bands are selected by name (model.prepare)")
-    p.add_argument("--units", choices=RAW_UNITS, default=None,
-                   help="what the pixel values are (default: the model's unit, e.g. DN: 8-bit pixels, Sentinel-2 "
-                        "reflectance x 10000)")
+    add_raw_input_arguments(p, "names of a single-file scene's bands in file order, e.g. B04,B03,B02,B08 (default: "
+                               "the file's band descriptions); the model's bands are selected by name (model.prepare)")
     p.add_argument("--add-offset", type=float, default=0.0,
                    help="added to DN first: -1000 for Sentinel-2 products of processing baseline 04.00 or later")
     p.add_argument("--check", choices=CHECK_MODES, default="error",

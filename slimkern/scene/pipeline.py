@@ -103,8 +103,9 @@ def embed_scene(model: SlimModel, scene: str | Path | dict | Scene, width: float
         progress: show a progress bar (chips/s).
 
     Raises:
-        SceneError: the scene (unreadable, truncated, no CRS, band names); ValueError: options or bands that do not
-        fit the model; an existing output of another job without ``overwrite``.
+        SceneError: the scene (unreadable, truncated, no CRS, band names, bands or units ``model.prepare`` refuses,
+        values the plausibility check refuses); ValueError: options that do not fit the model; an existing output
+        of another job without ``overwrite``.
     """
     started = time.perf_counter()
     check_width(width)
