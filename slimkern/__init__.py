@@ -11,5 +11,14 @@ from .spec import InputSpec
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    if name == "embed_scene":  # whole scenes to COG/GeoParquet; needs the scene extra, imported on first use
+        from .scene import embed_scene
+
+        return embed_scene
+    raise AttributeError(f"module 'slimkern' has no attribute {name!r}")
+
+
 __all__ = ["PAPER_WIDTHS", "Engine", "InputSpec", "Prepared", "SlimModel", "SlimPlan", "ValidationReport",
            "list_backends", "list_models", "load", "__version__"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .plan import PAPER_WIDTHS
+from .prepare import RAW_UNITS
 
 
 def parse_widths(text: str) -> tuple[float, ...]:
@@ -54,3 +55,11 @@ def port_number(text: str) -> int:
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be a port number 1-65535, got {value}")
     return value
+
+
+def add_raw_input_arguments(p: argparse.ArgumentParser, band_names_help: str) -> None:
+    """``--band-names`` and ``--units``: what the raw values are, as :meth:`SlimModel.prepare` takes them."""
+    p.add_argument("--band-names", type=parse_band_names, default=None, help=band_names_help)
+    p.add_argument("--units", choices=RAW_UNITS, default=None,
+                   help="what the stored values are (default: the model's unit, e.g. DN: 8-bit pixels, Sentinel-2 "
+                        "reflectance x 10000)")

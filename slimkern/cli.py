@@ -1,5 +1,5 @@
 """The ``slimkern`` command: ``list``, ``info NAME``, ``flops NAME --widths ...``, ``doctor``, ``demo``,
-``serve NAME``, ``sweep [NAME]``, ``plot DIR...`` and ``train NAME``."""
+``serve NAME``, ``sweep [NAME]``, ``plot DIR...``, ``train NAME`` and ``embed NAME SCENE...``."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ import sys
 
 from . import __version__, demo, doctor
 from .api import build_meta
-from .arguments import parse_band_names, parse_bands, parse_widths, positive_int
+from .arguments import add_raw_input_arguments, parse_bands, parse_widths, positive_int
 from .backends import describe_backends
 from .extras import MissingExtra, require
 from .plan import MODES, PAPER_WIDTHS
 from .precision import DTYPE_CHOICES, auto_dtype
-from .prepare import RAW_UNITS
 from .registry import get_cfg, list_models
 
 INFO_WIDTHS = (1.0, 0.5, 0.25, 0.1, 0.01, 0.001)
@@ -186,12 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--geobench-bands", default=None, help="GEO-Bench band names, comma-separated")
     p.add_argument("--dataset-name", default=None, help="name in the result files (default: the data folder's)")
     p.add_argument("--bands", type=parse_bands, default=None, help="0-based band indices to take, e.g. 3,2,1")
-    p.add_argument("--band-names", type=parse_band_names, default=None,
-                   help="names of the stored bands in file order, e.g. B01,B02,...,B12 (JPEG/PNG: R,G,B); the "
-                        "model's bands are then selected and ordered by name")
-    p.add_argument("--units", choices=RAW_UNITS, default=None,
-                   help="what the stored values are (default: the model's unit, e.g. DN: 8-bit pixels, Sentinel-2 "
-                        "reflectance x 10000)")
+    add_raw_input_arguments(p, "names of the stored bands in file order, e.g. B01,B02,...,B12 (JPEG/PNG: R,G,B); "
+                               "the model's bands are then selected and ordered by name")
     p.add_argument("--widths", type=parse_widths, default=PAPER_WIDTHS, help="'paper' (default) or a list")
     p.add_argument("--mode", choices=MODES, default="attn+ffn")
     p.add_argument("--probe", choices=("knn", "linear", "both"), default="both")
@@ -224,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="HTTP server: embeddings at a width, FLOPs or latency budget per request")
     serve.add_arguments(p)
     p.set_defaults(func=serve.run)
+
+    from .scene import command as embed  # the scene extra (rasterio, ...) is imported only when `embed` runs
+
+    p = sub.add_parser("embed", help="embed whole scenes (GeoTIFF/COG/JP2) at a width into a COG or GeoParquet")
+    embed.add_arguments(p)
+    p.set_defaults(func=embed.run)
     return parser
 
 

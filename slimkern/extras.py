@@ -12,6 +12,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "ray": ("ray",),
     "geobench": ("geobench",),
     "train": ("lightning",),
+    "scene": ("rasterio", "pyarrow", "shapely", "pyproj"),
 }
 
 

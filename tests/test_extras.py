@@ -81,6 +81,9 @@ CASES = [
     ("threadpoolctl", "analysis", ["sweep", "--out", "run"]),
     ("sklearn", "analysis", ["sweep", "--out", "run"]),
     ("matplotlib", "analysis", ["plot", "."]),
+    ("rasterio", "scene", ["embed", "vit_tiny_eurosat", "scene.tif", "--out", "run/emb.tif"]),
+    ("pyarrow", "scene", ["embed", "vit_tiny_eurosat", "scene.tif", "--out", "run/emb.parquet"]),
+    ("ray", "ray", ["embed", "vit_tiny_eurosat", "scene.tif", "--out", "run/emb.tif", "--ray"]),
 ]
 RUN_CASES = """
 import contextlib, io, json, sys

@@ -19,8 +19,7 @@ _DEFAULTS = TrainConfig()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..arguments import parse_band_names, parse_bands
-    from ..prepare import RAW_UNITS
+    from ..arguments import add_raw_input_arguments, parse_bands
 
     p.add_argument("name", help="registered model (see `slimkern list`)")
     p.add_argument("--weights", required=True, help="the official checkpoint to start from (the output has its layout)")
@@ -62,10 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--bands", type=parse_bands, default=None, help="0-based band indices to take, e.g. 3,2,1")
-    p.add_argument("--band-names", type=parse_band_names, default=None,
-                   help="names of the stored bands in file order, e.g. B01,...,B12 (JPEG/PNG: R,G,B)")
-    p.add_argument("--units", choices=RAW_UNITS, default=None, help="what the stored values are (default: the "
-                   "model's unit)")
+    add_raw_input_arguments(p, "names of the stored bands in file order, e.g. B01,...,B12 (JPEG/PNG: R,G,B)")
 
 
 def run(args: argparse.Namespace) -> int:
