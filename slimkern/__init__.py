@@ -1,6 +1,6 @@
 """slimkern: slimmable inference for remote-sensing foundation models from one stored checkpoint."""
 
-from . import zoo  # noqa: F401  (registers the models)
+from . import export, zoo  # noqa: F401  (zoo registers the models; export is callable: slimkern.export(...))
 from .api import load
 from .backends import list_backends
 from .model import SlimModel, ValidationReport
@@ -10,5 +10,5 @@ from .serving import Engine
 
 __version__ = "0.1.0"
 
-__all__ = ["PAPER_WIDTHS", "Engine", "SlimModel", "SlimPlan", "ValidationReport", "list_backends", "list_models",
-           "load", "__version__"]
+__all__ = ["PAPER_WIDTHS", "Engine", "SlimModel", "SlimPlan", "ValidationReport", "export", "list_backends",
+           "list_models", "load", "__version__"]

@@ -1,5 +1,5 @@
 """The ``slimkern`` command: ``list``, ``info NAME``, ``flops NAME --widths ...``, ``demo``, ``serve NAME``,
-``sweep [NAME]`` and ``plot DIR...``."""
+``sweep [NAME]``, ``plot DIR...`` and ``export NAME``."""
 
 from __future__ import annotations
 
@@ -173,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="HTTP server: embeddings at a width, FLOPs or latency budget per request")
     serve.add_arguments(p)
     p.set_defaults(func=serve.run)
+
+    from .export import command as export  # onnx and onnxruntime are imported only when `export` runs
+
+    p = sub.add_parser("export", help="one width as a dense, verified artefact: torch.export (pt2), ONNX or "
+                       "AOTInductor (aoti)")
+    export.add_arguments(p)
+    p.set_defaults(func=export.run)
     return parser
 
 

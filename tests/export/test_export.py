@@ -1,0 +1,115 @@
+"""Every zoo model class exports to pt2 and ONNX at widths 1.0 and 0.07, reloads in its runtime and equals run().
+
+The export verifies itself (batches 1 and 5); these tests reload the file independently, on fresh inputs of other
+batch sizes, and check the metadata round trip. AOTInductor (minutes per compile on 2 cores) is covered by
+test_aoti.py.
+"""
+
+import json
+
+import pytest
+import torch
+
+from slimkern.export import FORMATS, export, load_runtime, read_metadata
+from slimkern.export.inputs import plan_inputs, run_kwargs, sample_inputs
+from slimkern.export.metadata import KEYS
+from tests.export.cases import CONSTANTS, ODD_WIDTH, one_per_class, tiny
+from tests.helpers import rel_error
+
+SUFFIX = {"pt2": "pt2", "onnx": "onnx"}
+
+
+def check_reloaded(model, result, width, plan_batches=(2, 7), **run_options):
+    """The written file, loaded again in its runtime, equals model.run on fresh random inputs."""
+    meta = result.metadata
+    size = tuple(json.loads(meta["image_size"]))
+    frames = next((i["shape"][2] for i in json.loads(meta["inputs"]) if i["name"] == "x" and len(i["shape"]) == 5),
+                  None)
+    names = [i["name"] for i in json.loads(meta["inputs"])[1:]]
+    plan = plan_inputs(model, image_size=size, frames=frames, bands=json.loads(meta["inputs"])[0]["shape"][1],
+                       inputs=tuple(names), constants=json.loads(meta["constants"]))
+    artefact = load_runtime(result.format, result.path)
+    generator = torch.Generator().manual_seed(123)
+    for batch in plan_batches:
+        values = sample_inputs(plan, batch, model.dtype, generator)
+        want = model.run(values[0], width, **run_options, **run_kwargs(plan, values[1:], batch))
+        got = artefact(*values)
+        assert got.shape == want.shape
+        assert rel_error(got, want) <= 1e-5, (result.format, batch)
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+@pytest.mark.parametrize("width", [1.0, ODD_WIDTH])
+@pytest.mark.parametrize("name", one_per_class())
+def test_every_model_class_exports_and_equals_run(name, width, fmt, tmp_path):
+    model = tiny(name)
+    path = tmp_path / f"{name}.{SUFFIX[fmt]}"
+    result = export(model, width, path, format=fmt, constants=CONSTANTS.get(name))
+    assert sorted(result.errors) == [1, 5] and max(result.errors.values()) <= 1e-5
+    assert result.files == [str(path)] and path.stat().st_size == result.bytes > 0
+    meta = read_metadata(path)
+    assert meta == result.metadata and set(meta) == set(KEYS)
+    assert meta["model"] == model.cfg.name and meta["format"] == fmt and float(meta["width"]) == width
+    assert meta["plan"] == model.plan(width).summary() and int(meta["flops"]) > 0
+    check_reloaded(model, result, width)
+
+
+def test_tokens_output_other_image_size_and_mode(tmp_path):
+    """Non-native image size (position table resampled in the graph), token output, attention-only slimming."""
+    model = tiny("dinov2_vitb14")
+    result = export(model, 0.3, tmp_path / "m.onnx", output="tokens", mode="attn", image_size=42)
+    assert json.loads(result.metadata["output_shape"]) == ["B", 1 + 3 * 3, 96]
+    assert json.loads(result.metadata["inputs"])[0]["shape"] == ["B", 3, 42, 42]
+    check_reloaded(model, result, 0.3, output="tokens", mode="attn")
+
+
+def test_dynamic_batch_bounds(tmp_path):
+    model = tiny("satmae")
+    result = export(model, ODD_WIDTH, tmp_path / "m.pt2")
+    artefact = load_runtime("pt2", result.path)
+    x = torch.randn(256, 3, 32, 32)
+    assert rel_error(artefact(x), model.run(x, ODD_WIDTH)) <= 1e-5
+    with pytest.raises(Exception, match="256"):
+        artefact(torch.randn(257, 3, 32, 32))
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+def test_per_image_inputs_as_graph_inputs(fmt, tmp_path):
+    """Scale-MAE's res and Copernicus-FM's metadata (with unknown rows) as graph inputs; Prithvi TL over 3 frames."""
+    for name, options in (("scalemae_vitl", {"inputs": ("res",)}), ("copernicus_fm_base", {"inputs": ("metadata",)}),
+                          ("prithvi_eo_v2_100_tl", {"frames": 3})):
+        model = tiny(name)
+        result = export(model, ODD_WIDTH, tmp_path / f"{name}.{SUFFIX[fmt]}", format=fmt, **options)
+        names = [i["name"] for i in json.loads(result.metadata["inputs"])]
+        assert names == ["x", *(options.get("inputs") or ("temporal_coords", "location_coords"))]
+        check_reloaded(model, result, ODD_WIDTH)
+
+
+def test_per_image_inputs_as_constants(tmp_path):
+    """One image's values baked in and broadcast over the batch: the artefact equals run() with those values."""
+    model = tiny("prithvi_eo_v2_100_tl")
+    time, place = [[2021.0, 152.0]], [46.5, 7.9]
+    result = export(model, ODD_WIDTH, tmp_path / "tl.pt2", constants={"temporal_coords": time,
+                                                                     "location_coords": place})
+    assert [i["name"] for i in json.loads(result.metadata["inputs"])] == ["x"]
+    assert json.loads(result.metadata["constants"]) == {"temporal_coords": time, "location_coords": place}
+    x = torch.randn(3, 6, 32, 32)
+    want = model.run(x, ODD_WIDTH, temporal_coords=[time] * 3, location_coords=[place] * 3)
+    assert rel_error(load_runtime("pt2", result.path)(x), want) <= 1e-5
+
+
+def test_band_sets(tmp_path):
+    """CROMA's encoders by band count; DOFA with another band set baked in."""
+    croma = tiny("croma_base")
+    for bands in (12, 2):
+        result = export(croma, ODD_WIDTH, tmp_path / f"croma{bands}.pt2", bands=bands)
+        assert json.loads(result.metadata["inputs"])[0]["shape"][1] == bands
+    dofa = tiny("dofa_base")
+    waves = [0.49, 0.56, 0.665, 0.842]
+    result = export(dofa, ODD_WIDTH, tmp_path / "dofa.onnx", constants={"wavelengths": waves})
+    x = torch.randn(2, 4, 32, 32)
+    assert rel_error(load_runtime("onnx", result.path)(x), dofa.run(x, ODD_WIDTH, wavelengths=waves)) <= 1e-5
+
+
+def test_formats_are_the_documented_three():
+    assert FORMATS == ("pt2", "onnx", "aoti")
