@@ -190,7 +190,10 @@ def _freeze_caches(dense: SlimModel) -> None:
 def _progress(steps: list[str], show: bool, title: str):
     if not show:
         return None
-    from tqdm.auto import tqdm
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # a cosmetic part of the export extra: pt2 and aoti export without it
+        return None
 
     return tqdm(total=len(steps), desc=title, unit="step")
 

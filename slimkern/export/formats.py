@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import zipfile
 from collections.abc import Callable
 
@@ -45,10 +46,14 @@ class MissingExtraError(ImportError):
 
 
 def require(format: str) -> None:
-    """Raise :class:`MissingExtraError` (one line naming the extra) if ``format``'s libraries are missing."""
+    """Raise :class:`MissingExtraError` (one line naming the extra) if ``format``'s libraries are missing, or a clear
+    error if an aoti export finds no C++ compiler (AOTInductor compiles the model to a shared library)."""
     missing = [m for m in NEEDS[format] if importlib.util.find_spec(m) is None]
     if missing:
         raise MissingExtraError(f"{format} export needs {', '.join(missing)}: pip install \"slimkern[export]\"")
+    if format == "aoti" and not (os.environ.get("CXX") or shutil.which("g++")):
+        raise FileNotFoundError("aoti export compiles C++ but found no compiler (g++ or $CXX); install one "
+                                "(apt-get install g++) or export pt2 / onnx")
 
 
 def check_format(format: str, family: str, dtype: torch.dtype) -> None:

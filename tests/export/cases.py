@@ -18,11 +18,16 @@ ARCH = {"satmae_vitl_ms": {"channel_embed": 32}, "satmae_vitb_ms": {"channel_emb
 #: run() inputs a model cannot run without, given as export constants
 CONSTANTS = {"panopticon_vitb14": {"wavelengths": [0.665, "VV", 0.49]}}
 ODD_WIDTH = 0.07
+#: One model per zoo family (cfg.family), the one with the most to export: graph inputs, band sets, cross-attention.
+FAMILIES = ("satmae_vitb_ms", "scalemae_vitl", "prithvi_eo_v2_100_tl", "dofa_base", "copernicus_fm_base",
+            "ssl4eo_vits16_moco", "softcon_vitb14_s1", "croma_base", "terramind_base", "panopticon_vitb14",
+            "dinov2_vitb14", "vit_tiny_eurosat")
 
 
-def one_per_class() -> list[str]:
-    """The first canonical name of each (family, model class): every distinct forward pass of the zoo."""
-    seen, names = set(), []
+def other_classes() -> list[str]:
+    """One name of each (family, model class) that :data:`FAMILIES` leaves out: the zoo's other forward passes."""
+    seen = {(get_cfg(name).family, get_cfg(name).model_cls) for name in FAMILIES}
+    names = []
     for name in sorted({get_cfg(n).name for n in list_models()}):
         cfg = get_cfg(name)
         if (cfg.family, cfg.model_cls) not in seen:
