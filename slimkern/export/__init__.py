@@ -5,11 +5,11 @@ verified against :meth:`SlimModel.run` in its own runtime. ``slimkern.export(mod
 import sys
 import types
 
-from .exporter import MAX_BATCH, ExportResult, VerificationError, export
+from .exporter import MAX_BATCH, ExportError, ExportResult, VerificationError, export
 from .formats import FORMATS, REFUSED, MissingExtraError, load_runtime, read_metadata
 
-__all__ = ["FORMATS", "MAX_BATCH", "REFUSED", "ExportResult", "MissingExtraError", "VerificationError", "export",
-           "load_runtime", "read_metadata"]
+__all__ = ["FORMATS", "MAX_BATCH", "REFUSED", "ExportError", "ExportResult", "MissingExtraError", "VerificationError",
+           "export", "load_runtime", "read_metadata"]
 
 
 class _CallablePackage(types.ModuleType):

@@ -61,10 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .exporter import ExportError
+
     try:
         return _export(args)
-    except (ImportError, OSError) as err:  # a missing extra, an unwritable path: one line, no traceback
-        print(f"slimkern export: error: {err}", file=sys.stderr)
+    except (ImportError, OSError, ExportError) as err:  # a missing extra, an unwritable path, a failed step: one line
+        hint = " (slimkern.export(...) in Python shows the cause)" if isinstance(err, ExportError) else ""
+        print(f"slimkern export: error: {err}{hint}", file=sys.stderr)
         return 2
 
 

@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..backends import select_backend
 from ..model import OUTPUTS, SlimModel
 from ..plan import check_mode, check_width
 from . import formats
 from .dense import dense_copy
 from .inputs import ExportModule, plan_inputs, run_kwargs, sample_inputs
+from .metadata import build_metadata
 
 #: Largest batch every artefact accepts (the batch dimension is dynamic in 1..MAX_BATCH).
 MAX_BATCH = 256
@@ -94,61 +96,71 @@ def export(model: SlimModel, width: float, path: str | os.PathLike, *, format: s
     generator = torch.Generator().manual_seed(0)
     example = sample_inputs(plan, 2, model.dtype, generator)  # batch 2: a batch of 1 would be specialised
     seconds = {}
-    with _step(bar, seconds, "materialise"):
-        dense = dense_copy(model, width, mode)
-        module = ExportModule(dense, plan, output)
-        with torch.no_grad():  # one eager run checks the inputs and fills the copy's kernel caches
-            output_shape = tuple(module(*example).shape[1:])
-        _freeze_caches(dense)
-    with _step(bar, seconds, "trace"), torch.no_grad():
-        batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-        # forward(x, *inputs): torch.export sees the graph inputs after x as one variadic argument (none: absent)
-        dynamic = ({0: batch}, *([tuple({0: batch} for _ in example[1:])] if len(example) > 1 else []))
-        program = torch.export.export(module, example, dynamic_shapes=dynamic)
-    from .metadata import build_metadata
-
-    metadata = build_metadata(model, format=format, width=width, mode=mode, output=output, plan=plan,
-                              image_size=size, output_shape=output_shape,
-                              checkpoint_sha256=checkpoint_sha256, max_batch=MAX_BATCH)
-    names = ["x", *plan.graph_inputs]
-    with _step(bar, seconds, steps[2]):
-        files = formats.write(format, program, path, metadata, names)
-    result = ExportResult(path=path, files=files, format=format, metadata=metadata, seconds=seconds)
-    if verify:
-        with _step(bar, seconds, "verify"):
-            _verify(model, result, plan, width, mode, output, generator)
-    if bar is not None:
-        bar.close()
+    try:
+        with _step(bar, seconds, "materialise"):
+            dense = dense_copy(model, width, mode)
+            module = ExportModule(dense, plan, output)
+            with torch.no_grad():  # one eager run checks the inputs and fills the copy's kernel caches
+                output_shape = tuple(module(*example).shape[1:])
+            _freeze_caches(dense)
+        with _step(bar, seconds, "trace"), torch.no_grad(), _failing("tracing", model, format):
+            batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+            # forward(x, *inputs): torch.export sees the graph inputs after x as one variadic argument (none: absent)
+            dynamic = ({0: batch}, *([tuple({0: batch} for _ in example[1:])] if len(example) > 1 else []))
+            program = torch.export.export(module, example, dynamic_shapes=dynamic)
+        metadata = build_metadata(model, format=format, width=width, mode=mode, output=output, plan=plan,
+                                  image_size=size, output_shape=output_shape,
+                                  checkpoint_sha256=checkpoint_sha256, max_batch=MAX_BATCH)
+        with _step(bar, seconds, steps[2]), _failing("writing", model, format, remove=formats.files_of(format, path)):
+            files = formats.write(format, program, path, metadata, ["x", *plan.graph_inputs])
+        result = ExportResult(path=path, files=files, format=format, metadata=metadata, seconds=seconds)
+        if verify:
+            with _step(bar, seconds, "verify"), _failing("verifying", model, format, remove=files):
+                _verify(model, result, plan, width, mode, output, generator)
+    finally:
+        if bar is not None:
+            bar.close()
     return result
 
 
 def _verify(model: SlimModel, result: ExportResult, plan, width: float, mode: str, output: str,
             generator: torch.Generator) -> None:
-    from ..backends import select_backend
-
     result.tolerance = select_backend("torch", model.device, model.dtype).tolerances[model.dtype]
+    artefact = formats.load_runtime(result.format, result.path)
+    for batch in VERIFY_BATCHES:
+        values = sample_inputs(plan, batch, model.dtype, generator)
+        expected = model.run(values[0], width, mode=mode, output=output, **run_kwargs(plan, values[1:], batch))
+        got = artefact(*values)
+        if tuple(got.shape) != tuple(expected.shape):
+            raise VerificationError(f"{result.format} artefact returned shape {tuple(got.shape)} for batch {batch}, "
+                                    f"model.run {tuple(expected.shape)}; the file was removed")
+        exp = expected.double()
+        result.errors[batch] = ((got.double() - exp).norm() / exp.norm()).item()
+    worst = max(result.errors.values())
+    if not worst <= result.tolerance:  # also catches NaN
+        raise VerificationError(
+            f"{result.format} artefact differs from model.run at width {width:g}: relative errors "
+            + ", ".join(f"batch {b}: {e:.3g}" for b, e in result.errors.items())
+            + f" > tolerance {result.tolerance:g} ({model.dtype}); the file was removed")
+
+
+class ExportError(RuntimeError):
+    """torch.export, the format's writer or its runtime failed on this model (the cause is chained)."""
+
+
+@contextlib.contextmanager
+def _failing(step: str, model: SlimModel, format: str, remove: list[str] = ()):
+    """Remove the (partly) written files if the step fails; name the step for errors from inside torch."""
     try:
-        artefact = formats.load_runtime(result.format, result.path)
-        for batch in VERIFY_BATCHES:
-            values = sample_inputs(plan, batch, model.dtype, generator)
-            expected = model.run(values[0], width, mode=mode, output=output, **run_kwargs(plan, values[1:], batch))
-            got = artefact(*values)
-            if tuple(got.shape) != tuple(expected.shape):
-                raise VerificationError(f"{result.format} artefact returned shape {tuple(got.shape)} for batch "
-                                        f"{batch}, model.run {tuple(expected.shape)}")
-            exp = expected.double()
-            result.errors[batch] = ((got.double() - exp).norm() / exp.norm()).item()
-        worst = max(result.errors.values())
-        if not worst <= result.tolerance:  # also catches NaN
-            raise VerificationError(
-                f"{result.format} artefact differs from model.run at width {width:g}: relative errors "
-                + ", ".join(f"batch {b}: {e:.3g}" for b, e in result.errors.items())
-                + f" > tolerance {result.tolerance:g} ({model.dtype}); the file was removed")
-    except BaseException:
-        for f in result.files:
+        yield
+    except BaseException as err:
+        for f in remove:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(f)
-        raise
+        if isinstance(err, (VerificationError, KeyboardInterrupt)):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ExportError(f"{format} export of {model.cfg.name} failed while {step}: {first}") from err
 
 
 def _format_of(path: str, format: str | None) -> str:

@@ -70,6 +70,11 @@ def check_format(format: str, family: str, dtype: torch.dtype) -> None:
                                   f"(supported: {supported}){'; ' + reason if reason else ''}")
 
 
+def files_of(format: str, path: str) -> list[str]:
+    """Every file a ``format`` export to ``path`` may write."""
+    return [path, path + ".data"] if format == "onnx" else [path]
+
+
 def write(format: str, program: torch.export.ExportedProgram, path: str, metadata: dict[str, str],
           input_names: list[str]) -> list[str]:
     """Write ``program`` as ``format`` to ``path`` with ``metadata``; returns every file written."""

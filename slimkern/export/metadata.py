@@ -18,7 +18,7 @@ from .inputs import InputPlan
 #: Keys every artefact carries (read back by ``slimkern.export.read_metadata`` and the C++ example).
 KEYS = ("format", "model", "family", "checkpoint_sha256", "weights_sha256", "width", "mode", "output", "plan",
         "flops", "relative_flops", "dtype", "batch", "inputs", "constants", "output_shape", "image_size", "bands",
-        "mean", "std", "input_scale", "pooled", "slimkern_version", "torch_version")
+        "mean", "std", "input_spec", "pooled", "slimkern_version", "torch_version")
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -47,6 +47,14 @@ def model_flops(model: SlimModel, width: float, mode: str, image_size: tuple[int
     if hasattr(model, "modality_of"):
         kwargs["modality"] = model.modality_of(torch.empty(1, bands, 1, 1, device="meta"))
     return model.flops(width, mode=mode, image_size=image_size, **kwargs)
+
+
+def input_spec(model: SlimModel) -> dict:
+    """The input contract the artefact expects before normalisation (bands, their scale, the statistics)."""
+    cfg = model.cfg
+    return {"bands": list(cfg.bands), "input_scale": cfg.input_scale, "mean": list(cfg.mean), "std": list(cfg.std),
+            "normalize": "(x - mean) / std per band" if type(model).normalize is SlimModel.normalize else
+            f"{type(model).__name__}.normalize (see input_scale)"}
 
 
 def build_metadata(model: SlimModel, *, format: str, width: float, mode: str, output: str, plan: InputPlan,
@@ -79,7 +87,7 @@ def build_metadata(model: SlimModel, *, format: str, width: float, mode: str, ou
         "bands": json.dumps(list(cfg.bands)),
         "mean": json.dumps(list(cfg.mean)),
         "std": json.dumps(list(cfg.std)),
-        "input_scale": cfg.input_scale,
+        "input_spec": json.dumps(input_spec(model)),
         "pooled": cfg.pooled if output == "pooled" else "final-normed tokens, prefix tokens included",
         "slimkern_version": __version__,
         "torch_version": torch.__version__,

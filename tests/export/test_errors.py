@@ -144,3 +144,14 @@ def test_constant_parsing():
     assert parse_constant("wavelengths=0.665,VV,0.49") == ("wavelengths", [0.665, "VV", 0.49])
     with pytest.raises(Exception, match="NAME=VALUE"):
         parse_constant("res")
+
+
+def test_a_failing_step_is_named_and_leaves_no_file(model, tmp_path, monkeypatch):
+    def broken_writer(format, program, path, metadata, names):
+        open(path, "wb").write(b"half a file")
+        raise RuntimeError("disk full\nsecond line")
+
+    monkeypatch.setattr(formats, "write", broken_writer)
+    with pytest.raises(slimkern.export.ExportError, match="export of satmae_vitl_rgb failed while writing: disk full$"):
+        slimkern.export(model, 0.5, tmp_path / "m.pt2")
+    assert not os.listdir(tmp_path)

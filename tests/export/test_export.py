@@ -132,3 +132,20 @@ def test_band_sets(tmp_path):
 
 def test_formats_are_the_documented_three():
     assert FORMATS == ("pt2", "onnx", "aoti")
+
+
+def test_readme_table_lists_every_family_and_format():
+    """README "Deploying one width": one row per family, a cell per format, a refused pair shows its reason."""
+    from pathlib import Path
+
+    from slimkern.export import REFUSED
+
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    section = text.split("## Deploying one width")[1].split("\n## ")[0]
+    header = "| family (test model) | " + " | ".join(FORMATS) + " |"
+    assert header in section
+    for name in FAMILIES:
+        family = get_cfg(name).family
+        row = next(line for line in section.splitlines() if line.startswith(f"| {family} (`{name}`) |"))
+        cells = [c.strip() for c in row.strip("|").split("|")][1:]
+        assert cells == [REFUSED.get((family, f), "✓") for f in FORMATS], row
