@@ -5,8 +5,9 @@
 
 Per width, the model is exported to every format (timed: trace + write, for aoti the compile), each file is loaded in
 its own runtime (pt2: torch.export.load, onnx: onnxruntime CPU, aoti: the AOTInductor package loader), and all of
-them are timed next to ``model.run`` in interleaved rounds (median), so drift of a shared machine hits every runtime
-alike. Ratios are against ``run()`` at the same width and batch.
+them are timed next to ``model.run`` in interleaved rounds, so drift of a shared machine hits every runtime alike.
+Reported: the minimum (the least disturbed call; ratios use it) and the median. Ratios are against ``run()`` at the
+same width and batch.
 """
 
 from __future__ import annotations
@@ -15,18 +16,34 @@ import argparse
 import datetime
 import json
 import os
+import statistics
 import tempfile
+import time
 import warnings
+from pathlib import Path
 
 import torch
 
 import slimkern
-from benchmarks.e2e_widths import interleaved_median_ms, machine
+from benchmarks.e2e_widths import machine
 from slimkern.export import load_runtime
 from slimkern.export.metadata import file_sha256
 
 FORMATS = ("pt2", "onnx", "aoti")
 SUFFIX = {"pt2": ".pt2", "onnx": ".onnx", "aoti": ".aoti.pt2"}
+
+
+def interleaved_ms(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
+    """(min, median) wall time in ms of each function over ``repeats`` interleaved rounds (one call of each per
+    round) after two warm-up rounds. On a machine shared with other jobs the minimum is the least disturbed call."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(repeats + 2):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_ >= 2:
+                samples[name].append((time.perf_counter() - start) * 1e3)
+    return {name: (min(values), statistics.median(values)) for name, values in samples.items()}
 
 
 def run(model_name: str, weights: str | None, widths: list[float], batches: list[int], formats: list[str],
@@ -39,7 +56,8 @@ def run(model_name: str, weights: str | None, widths: list[float], batches: list
     result = {"model": model.cfg.name, "weights": os.path.basename(weights) if weights else "random",
               "machine": machine("cpu"), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
               "date": datetime.date.today().isoformat(), "full_state_dict_bytes": state_bytes,
-              "checkpoint_bytes": os.path.getsize(weights) if weights else None, "rows": [], "exports": []}
+              "checkpoint_bytes": os.path.getsize(weights) if weights else None, "repeats": repeats, "rows": [],
+              "exports": []}
     for width in widths:
         runtimes = {}
         for fmt in formats:
@@ -55,10 +73,12 @@ def run(model_name: str, weights: str | None, widths: list[float], batches: list
             fns = {"run": lambda x=x, w=width: model.run(x, w)}
             fns.update({fmt: lambda f=f, x=x: f(x) for fmt, f in runtimes.items()})
             with torch.no_grad():
-                times = interleaved_median_ms(fns, repeats)
+                times = interleaved_ms(fns, repeats)
             row = {"width": width, "batch": batch, "relative_flops": model.relative_flops(width),
-                   "plan": model.plan(width).summary(), **{f"{name}_ms": ms for name, ms in times.items()}}
-            row.update({f"{fmt}_vs_run": times[fmt] / times["run"] for fmt in runtimes})
+                   "plan": model.plan(width).summary()}
+            for name, (fastest, median) in times.items():
+                row.update({f"{name}_min_ms": fastest, f"{name}_median_ms": median})
+            row.update({f"{fmt}_vs_run": times[fmt][0] / times["run"][0] for fmt in runtimes})
             result["rows"].append(row)
             if progress is not None:
                 progress(result)
@@ -74,15 +94,16 @@ def markdown(result: dict) -> str:
                   if result["checkpoint_bytes"] else "")
     lines = [f"# {result['model']} exports vs run(), {result['machine']}, {result['cpu_threads']} threads, "
              f"torch {result['torch']}, {result['date']}", "",
-             "Latency (median of interleaved rounds; the machine was shared with other engineers' jobs, so absolute "
-             "times are noisy and the ratios, timed in the same rounds, are what to read):", ""]
-    cols = ["width", "plan", "rel FLOPs", "batch", "run() ms", *[f"{f} ms" for f in fmts],
-            *[f"{f} / run" for f in fmts]]
+             f"Latency in ms, minimum / median of {result['repeats']} interleaved rounds. The machine (2 cores) was "
+             "shared with other engineers' jobs throughout, so medians carry their load; the minimum is each "
+             "runtime's least disturbed call, and the ratios (minimum over run()'s minimum, same rounds) are what to "
+             "read.", ""]
+    cols = ["width", "plan", "rel FLOPs", "batch", "run()", *fmts, *[f"{f} / run" for f in fmts]]
     lines += ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     for r in result["rows"]:
+        times = [f"{r[f'{n}_min_ms']:.2f} / {r[f'{n}_median_ms']:.1f}" for n in ("run", *fmts)]
         lines.append("| " + " | ".join([f"{r['width']:g}", r["plan"], f"{r['relative_flops']:.1%}", str(r["batch"]),
-                                        f"{r['run_ms']:.2f}", *[f"{r[f'{f}_ms']:.2f}" for f in fmts],
-                                        *[f"{r[f'{f}_vs_run']:.2f}" for f in fmts]]) + " |")
+                                        *times, *[f"{r[f'{f}_vs_run']:.2f}" for f in fmts]]) + " |")
     lines += ["", f"Files (full-width state dict {result['full_state_dict_bytes'] / 2**20:.1f} MiB in float32"
                   f"{checkpoint}) and export times (trace; write, for aoti the AOTInductor compile; verify):", "",
               "| width | format | MiB | / full state dict | trace s | write / compile s | verify s | verify error |",
@@ -106,19 +127,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--widths", default="1,0.25,0.1")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--formats", default=",".join(FORMATS))
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--json", default=None)
     parser.add_argument("--markdown", default=None)
     args = parser.parse_args(argv)
     weights = args.weights or (str(WEIGHTS) if args.model == "vit_tiny_eurosat" else None)
 
-    def save(result: dict) -> None:
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(result, f, indent=2)
-        if args.markdown:
-            with open(args.markdown, "w") as f:
-                f.write(markdown(result))
+    def save(result: dict) -> None:  # after every row, so an interrupted run keeps what it measured
+        for path, text in ((args.json, json.dumps(result, indent=2)), (args.markdown, markdown(result))):
+            if path:
+                Path(path).write_text(text)
 
     with tempfile.TemporaryDirectory() as folder:
         result = run(args.model, weights, [float(w) for w in args.widths.split(",")],

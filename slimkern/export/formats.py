@@ -90,8 +90,9 @@ def write(format: str, program: torch.export.ExportedProgram, path: str, metadat
         onnx_program.model.metadata_props.update(metadata)
         onnx_program.save(path)
         return [path, data] if os.path.exists(data) else [path]
+    # freezing: weights are compile-time constants, so the CPU matmuls use pre-packed weights (same file size)
     torch._inductor.aoti_compile_and_package(program, package_path=path,
-                                             inductor_configs={"aot_inductor.metadata": metadata})
+                                             inductor_configs={"aot_inductor.metadata": metadata, "freezing": True})
     return [path]
 
 
