@@ -30,7 +30,9 @@ def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, devic
         device, dtype: where and in which floating dtype the weights live and the model runs.
         backend: ``"auto"`` (best available for the device) or ``"torch"``, ``"triton"``, ``"cuda"``.
         **arch_overrides: fields of the family's architecture to replace (e.g. ``depth=2``), as
-            timm's ``create_model(**kwargs)``; mainly for tests and small experiments.
+            timm's ``create_model(**kwargs)``; mainly for tests and small experiments. The model's named choices
+            (``model.spec.choices``, where upstream implementations disagree) are set the same way, e.g.
+            ``load("dofa_base", wavelength_table="esa")``, ``load("panopticon_vitb14", pos_resize="torchgeo")``.
 
     Raises:
         ValueError: unknown model or backend, a checkpoint with missing, unexpected or mis-shaped
@@ -59,6 +61,7 @@ def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, devic
     else:
         source = "state dict" if isinstance(weights, Mapping) else f"checkpoint {os.fspath(weights)!r}"
         obj = weights if isinstance(weights, Mapping) else read_checkpoint(weights)
+
         state = model.convert_checkpoint(unwrap_state_dict(obj, cfg.checkpoint, source))
         check_state_dict(state, {k: p.shape for k, p in model.named_parameters()}, f"{source} for {name!r}")
         model.load_state_dict(state, strict=True, assign=True)
@@ -73,13 +76,18 @@ def build_meta(name: str, **arch_overrides) -> SlimModel:
     return cfg.model_cls(cfg)
 
 
-def _cfg_with(name: str, arch_overrides: dict) -> ModelCfg:
-    """The registered cfg of ``name`` with architecture fields replaced (timm's ``create_model(**kwargs)``)."""
+def _cfg_with(name: str, overrides: dict) -> ModelCfg:
+    """The registered cfg of ``name`` with named choices set and architecture fields replaced (timm's
+    ``create_model(**kwargs)``); an explicit architecture field wins over what a choice sets."""
     cfg = get_cfg(name)
-    if not arch_overrides:
+    if not overrides:
         return cfg
+    choices = {c.name for c in cfg.spec.choices}
     fields = {f.name for f in dataclasses.fields(cfg.arch)}
-    unknown = sorted(set(arch_overrides) - fields)
+    unknown = sorted(set(overrides) - fields - choices)
     if unknown:
-        raise TypeError(f"{name}: unknown architecture fields {unknown}; valid fields: {sorted(fields)}")
-    return dataclasses.replace(cfg, arch=dataclasses.replace(cfg.arch, **arch_overrides))
+        raise TypeError(f"{name}: unknown architecture fields {unknown}; valid fields: {sorted(fields)}"
+                        + (f"; named choices: {sorted(choices)}" if choices else ""))
+    spec = cfg.spec.choose(**{k: v for k, v in overrides.items() if k in choices})
+    arch = {**spec.arch_overrides(), **{k: v for k, v in overrides.items() if k in fields}}
+    return dataclasses.replace(cfg, spec=spec, arch=dataclasses.replace(cfg.arch, **arch))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from . import demo
@@ -41,8 +42,38 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def info_dict(model) -> dict:
+    """``slimkern info NAME --json``: the model's facts, with its input contract (``model.spec``) in full."""
+    cfg, block = model.cfg, model.blocks[0].spec
+    return {"name": cfg.name, "aliases": list(cfg.aliases), "family": cfg.family, "description": cfg.description,
+            "architecture": {"depth": len(model.blocks), "dim": model.dim, "heads": block.num_heads,
+                             "head_dim": block.head_dim, "mlp_hidden": block.mlp_hidden,
+                             "layer_norm_eps": block.norm_eps, "img_size": cfg.arch.img_size,
+                             "patch_size": cfg.arch.patch_size},
+            "run_inputs": list(model.extra_inputs), "input": model.spec.to_dict(), "pooled": cfg.pooled,
+            "weights_url": cfg.weights_url, "license": cfg.license, "paper": cfg.paper}
+
+
+def _spec_lines(spec) -> list[str]:
+    units = f"{spec.unit}: model units = (DN + {spec.offset:g}) * {spec.scale:g}" if spec.unit == "DN" else spec.unit
+    stats = "" if spec.mean is None else f"; mean {list(spec.mean)}, std {list(spec.std)}"
+    lines = [f"  sensor         {spec.sensor} (GSD {'varies' if spec.gsd_m is None else f'{spec.gsd_m:g} m'}, "
+             f"{spec.image_size} px, {spec.frames} frame(s); pretrained on {spec.pretraining_data})",
+             f"  units          {units}",
+             f"  normalisation  {spec.normalization}{stats}",
+             f"  wavelengths    {spec.wavelengths.name} table: "
+             + ", ".join(f"{b} {w:g}" for b, w in zip(spec.bands, spec.wavelengths_um, strict=True) if w is not None)
+             + " um"]
+    lines += [f"  choice         {c.name} = {c.value} (options: {', '.join(o.name for o in c.options)})"
+              for c in spec.choices]
+    return lines
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     model = build_meta(args.name)
+    if args.json:
+        print(json.dumps(info_dict(model), indent=2))
+        return 0
     cfg, spec = model.cfg, model.blocks[0].spec
     lines = [
         f"{cfg.name}: {cfg.description}",
@@ -56,9 +87,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                                                          if model.any_band_count else ""),
         f"  run() inputs   x {' or '.join({4: '[B, C, H, W]', 5: '[B, C, T, H, W]'}[r] for r in model.input_ranks)}"
         + "".join(f", {name}=" for name in model.extra_inputs),
-        f"  input scale    {cfg.input_scale}",
-        f"  normalisation  mean {list(cfg.mean)}",
-        f"                 std  {list(cfg.std)}",
+        *_spec_lines(model.spec),
         f"  pooled output  {cfg.pooled}",
         f"  checkpoint     {cfg.weights_url or '-'} (container keys {list(cfg.checkpoint.container_keys)}, "
         f"dropped prefixes {list(cfg.checkpoint.drop_prefixes)})",
@@ -123,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'satmae*'")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("info", help="architecture, bands, normalisation, plan table and backends of a model")
+    p = sub.add_parser("info", help="architecture, input contract, plan table and backends of a model")
     p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="the facts and the full input contract as JSON")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("flops", help="d_k', d_h', GFLOPs and relative compute per width and mode")

@@ -19,6 +19,7 @@ from .blocks import Block, BlockSpec, norm_params
 from .flops import stack_flops
 from .plan import SlimPlan, check_mode, check_width, make_plan
 from .registry import ModelCfg
+from .spec import InputSpec
 
 OUTPUTS = ("pooled", "tokens")
 
@@ -112,6 +113,20 @@ class SlimModel(nn.Module):
     def init_stem_random(self, generator: torch.Generator) -> None:
         raise NotImplementedError
 
+    def spectral_inputs(self, bands: tuple[str, ...]) -> dict:
+        """The :meth:`run` inputs that describe canonical ``bands`` (wavelength-conditioned families: their
+        wavelengths from the spec's table); ``{}`` for models with a fixed band set."""
+        return {}
+
+    def input_wavelengths_um(self, inputs: dict) -> tuple[float, ...]:
+        """The optical wavelengths (micrometres) given in :meth:`run`'s ``inputs``, for the input check."""
+        return ()
+
+    def input_band_names(self, x: torch.Tensor) -> tuple[str, ...]:
+        """Names of the bands of ``x`` for messages: the spec's bands when they fit, else ``band 0, band 1, ...``."""
+        bands = self.spec.bands
+        return bands if x.shape[1] == len(bands) else tuple(f"band {i}" for i in range(x.shape[1]))
+
     def convert_checkpoint(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Official encoder keys (container unwrapped, prefixes stripped) -> this model's keys.
 
@@ -137,6 +152,11 @@ class SlimModel(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.blocks[0].norm1.weight.dtype
+
+    @property
+    def spec(self) -> InputSpec:
+        """The checkpoint's input contract: bands, units, normalisation, sizes, each fact with its source."""
+        return self.cfg.spec
 
     @property
     def backend(self) -> Backend:
@@ -249,14 +269,14 @@ class SlimModel(nn.Module):
         return self.flops(width, mode=mode, image_size=image_size) / self.flops(1.0, mode=mode, image_size=image_size)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """``(x - mean) / std`` per band, with the model's documented statistics.
+        """``(x - mean) / std`` per band, with the spec's statistics (identity where they come from the data).
 
-        ``x`` must already be scaled as ``cfg.input_scale`` says (e.g. 8-bit RGB divided by 255).
+        ``x`` must be in model units (the spec's ``(DN + offset) * scale``, e.g. 8-bit RGB divided by 255).
         """
         self._check_tensor(x, check_dtype=False)
         if not x.is_floating_point():
-            raise TypeError(f"normalize expects a floating-point tensor scaled as {self.cfg.input_scale!r}, "
-                            f"got {x.dtype}")
+            raise TypeError(f"normalize expects a floating-point tensor in model units ((DN + {self.spec.offset:g}) "
+                            f"* {self.spec.scale:g}), got {x.dtype}")
         if x.shape[1] != len(self.cfg.mean):
             raise ValueError(f"{self.cfg.name}: normalize has statistics for {len(self.cfg.mean)} bands "
                              f"({', '.join(self.cfg.bands)}), x has {x.shape[1]}; normalise other band sets yourself")

@@ -7,6 +7,8 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
+from .spec import InputSpec
+
 
 @dataclass(frozen=True)
 class CheckpointFormat:
@@ -33,8 +35,8 @@ class CheckpointFormat:
 class ModelCfg:
     """Everything slimkern knows about one registered model.
 
-    ``arch`` is the family's architecture dataclass; ``model_cls`` builds the model from the cfg.
-    Band statistics apply to inputs already scaled as ``input_scale`` says.
+    ``arch`` is the family's architecture dataclass; ``model_cls`` builds the model from the cfg. ``spec`` is the
+    checkpoint's input contract (bands, units, normalisation, sizes, each fact with its source).
     """
 
     name: str
@@ -42,10 +44,7 @@ class ModelCfg:
     model_cls: type
     arch: Any
     description: str
-    bands: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    input_scale: str
+    spec: InputSpec
     pooled: str
     checkpoint: CheckpointFormat
     weights_url: str = ""
@@ -53,9 +52,19 @@ class ModelCfg:
     paper: str = ""
     aliases: tuple[str, ...] = field(default=())
 
-    def __post_init__(self) -> None:
-        if not (len(self.bands) == len(self.mean) == len(self.std)):
-            raise ValueError(f"{self.name}: bands, mean and std must have one entry per band")
+    @property
+    def bands(self) -> tuple[str, ...]:
+        """The spec's bands, in order."""
+        return self.spec.bands
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """The spec's band means; zeros where the statistics come from the data (``normalize`` is then the identity)."""
+        return self.spec.mean if self.spec.mean is not None else (0.0,) * len(self.bands)
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.spec.std if self.spec.std is not None else (1.0,) * len(self.bands)
 
 
 _MODELS: dict[str, ModelCfg] = {}

@@ -10,9 +10,8 @@ Every reader gives an :class:`ImageSet`: a list of images (read lazily, one at a
 - **Bands.** ``bands`` (0-based indices into the file's bands, e.g. ``[3, 2, 1]`` for R, G, B of a
   13-band Sentinel-2 GeoTIFF) selects and orders them; the result must have as many bands as the
   model lists in ``cfg.bands`` (in that order), else a :class:`DataError` says both.
-- **Scale.** The model's ``cfg.input_scale`` says which units ``normalize`` expects: "divided by 255"
-  -> pixels / 255, "divided by 10000" -> values / 10000, anything else -> values as stored (e.g.
-  Sentinel-2 digital numbers). ``scale=`` overrides the factor.
+- **Scale.** Stored values are multiplied by the model's ``spec.scale`` (8-bit RGB: 1/255, SSL4EO: 1e-4,
+  models on Sentinel-2 digital numbers: 1). ``scale=`` overrides the factor.
 - **Size.** Images are resized to the model's input size ``cfg.arch.img_size`` (square) with bicubic
   interpolation and antialiasing when they differ; then ``model.normalize`` applies the model's own
   statistics.
@@ -215,16 +214,6 @@ def _default_name(root: Path) -> str:
     return root.resolve().name.replace("_", "-")
 
 
-def input_scale_factor(model: SlimModel) -> float:
-    """The factor from stored pixel values to the units of ``model.cfg.input_scale`` (see the module doc)."""
-    text = model.cfg.input_scale.lower()
-    if "divided by 255" in text:
-        return 1 / 255
-    if "divided by 10000" in text:
-        return 1e-4
-    return 1.0
-
-
 def model_batches(data: ImageSet, model: SlimModel, batch_size: int, *, indices: Sequence[int] | None = None,
                   bands: Sequence[int] | None = None, scale: float | None = None) -> Iterator[torch.Tensor]:
     """Normalised model inputs ``[B, C, S, S]`` (``S = cfg.arch.img_size``) of ``data``, ``batch_size`` at a time.
@@ -234,7 +223,7 @@ def model_batches(data: ImageSet, model: SlimModel, batch_size: int, *, indices:
     """
     cfg = model.cfg
     size = cfg.arch.img_size
-    factor = input_scale_factor(model) if scale is None else scale
+    factor = model.spec.scale if scale is None else scale
     order = range(len(data)) if indices is None else indices
     for start in range(0, len(order), batch_size):
         images = []

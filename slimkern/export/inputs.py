@@ -58,10 +58,6 @@ class InputPlan:
     shapes: dict[str, tuple[int, ...]]  # one image's shape of each per-image input
     constants: dict[str, Any]  # name -> value as given (per-band-set) or a tensor of one image's value
 
-    @property
-    def frames(self) -> int:
-        return self.x_shape[1] if len(self.x_shape) == 4 else 1
-
     def describe(self, dtype: torch.dtype) -> list[dict]:
         """``[{name, shape, dtype}]`` of every graph input, ``x`` first (``"B"`` is the dynamic batch)."""
         aux = str(aux_dtype(dtype)).removeprefix("torch.")

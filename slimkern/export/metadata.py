@@ -49,21 +49,13 @@ def model_flops(model: SlimModel, width: float, mode: str, image_size: tuple[int
     return model.flops(width, mode=mode, image_size=image_size, **kwargs)
 
 
-def input_spec(model: SlimModel) -> dict:
-    """The input contract the artefact expects before normalisation (bands, their scale, the statistics)."""
-    cfg = model.cfg
-    return {"bands": list(cfg.bands), "input_scale": cfg.input_scale, "mean": list(cfg.mean), "std": list(cfg.std),
-            "normalize": "(x - mean) / std per band" if type(model).normalize is SlimModel.normalize else
-            f"{type(model).__name__}.normalize (see input_scale)"}
-
-
 def build_metadata(model: SlimModel, *, format: str, width: float, mode: str, output: str, plan: InputPlan,
                    image_size: tuple[int, int], output_shape: tuple[int, ...], checkpoint_sha256: str | None,
                    max_batch: int) -> dict[str, str]:
     """The metadata of an export of ``model`` at ``width`` (see :data:`KEYS`)."""
     from .. import __version__
 
-    cfg, bands = model.cfg, plan.x_shape[0]
+    cfg, spec, bands = model.cfg, model.spec, plan.x_shape[0]
     flops = model_flops(model, width, mode, image_size, bands)
     full = model_flops(model, 1.0, mode, image_size, bands)
     meta = {
@@ -84,10 +76,10 @@ def build_metadata(model: SlimModel, *, format: str, width: float, mode: str, ou
         "constants": json.dumps(plan.constants_json()),
         "output_shape": json.dumps(["B", *output_shape]),
         "image_size": json.dumps(list(image_size)),
-        "bands": json.dumps(list(cfg.bands)),
-        "mean": json.dumps(list(cfg.mean)),
-        "std": json.dumps(list(cfg.std)),
-        "input_spec": json.dumps(input_spec(model)),
+        "bands": json.dumps(list(spec.bands)),
+        "mean": json.dumps(None if spec.mean is None else list(spec.mean)),
+        "std": json.dumps(None if spec.std is None else list(spec.std)),
+        "input_spec": json.dumps(spec.to_dict()),
         "pooled": cfg.pooled if output == "pooled" else "final-normed tokens, prefix tokens included",
         "slimkern_version": __version__,
         "torch_version": torch.__version__,

@@ -1,7 +1,7 @@
 """The HTTP API (FastAPI): ``POST /v1/embed``, ``GET /v1/models``, ``GET /healthz``, ``GET /metrics``.
 
-``POST /v1/embed`` takes a NORMALISED batch ``[B, C, H, W]`` as ``model.run`` does (or raw values scaled as the
-model's ``input_scale`` says, with ``normalize=true``), and at most one budget: ``width``, ``flops`` or
+``POST /v1/embed`` takes a NORMALISED batch ``[B, C, H, W]`` as ``model.run`` does (or values in the model's units,
+``model.spec``, with ``normalize=true``), and at most one budget: ``width``, ``flops`` or
 ``latency_ms`` (none: the full model). Budget, ``mode``, ``output`` and ``normalize`` come from the query string
 or, for JSON bodies, from the body. Encodings: :mod:`slimkern.serving.codecs`.
 
@@ -186,9 +186,10 @@ def create_app(engine: Engine, *, max_batch: int = 16, max_wait_ms: float = 5.0,
             "description": cfg.description,
             "input": {
                 "layout": "[B, C, H, W]",
-                "normalised": "send (x - mean) / std of values scaled as input_scale says, or add normalize=true",
+                "normalised": "send normalised input as the spec says, or add normalize=true",
                 "bands": list(cfg.bands), "mean": list(cfg.mean), "std": list(cfg.std),
-                "input_scale": cfg.input_scale, "image_size": cfg.arch.img_size, "patch_size": cfg.arch.patch_size,
+                "image_size": cfg.arch.img_size, "patch_size": cfg.arch.patch_size,
+                "spec": model.spec.to_dict(),
             },
             "embedding_dim": model.dim, "pooled": cfg.pooled,
             "modes": list(MODES), "outputs": list(OUTPUTS),

@@ -32,9 +32,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..bands import COPERNICUS_BENCH_S2, ESA_S2, S2_L2A_BANDS
 from ..flops import patch_embed_flops
+from ..input_check import wavelength_values
 from ..model import SlimModel
 from ..registry import CheckpointFormat, ModelCfg, register_model
+from ..spec import Choice, InputSpec, Option, Source, cite
 from .dofa import (
     DOFAArch,
     HyperPatchEmbed,
@@ -45,13 +48,10 @@ from .dofa import (
     meta_param,
 )
 
-# Sentinel-2 L2A bands with centre wavelengths and bandwidths in nanometres (Copernicus-Bench's S2 configs).
-S2_WAVELENGTHS_NM = (440.0, 490.0, 560.0, 665.0, 705.0, 740.0, 783.0, 842.0, 860.0, 940.0, 1610.0, 2190.0)
-S2_BANDWIDTHS_NM = (20.0, 65.0, 35.0, 30.0, 15.0, 15.0, 20.0, 115.0, 20.0, 20.0, 90.0, 180.0)
-
 # (lower, upper) of each Fourier expansion, as the official modules are constructed
 _CENTRAL, _BANDWIDTH = (100.0, 1e9), (1.0, 1e9)
 _COORD, _AREA, _TIME = (0.0001, 720.0), (0.001, 5.1e8), (1.0, 365.25)
+_RADAR_NM = 1e6  # 1 mm: longer waves are radar (Copernicus-Bench's Sentinel-1 configs use 5e7 nm)
 
 
 def fourier_frequencies(lower: float, upper: float, count: int) -> list[float]:
@@ -79,7 +79,8 @@ class CopernicusFM(SlimModel):
     """Copernicus-FM encoder in spectral mode.
 
     ``run(x, width, wavelengths=[...], bandwidths=[...], metadata=m)``: centre wavelengths and bandwidths in
-    NANOMETRES, one per band (by default those of ``cfg.bands``; give both or neither); ``metadata`` ``[B, 4]`` =
+    NANOMETRES, one per band (by default those of ``cfg.bands`` from the spec's wavelength table, see
+    ``load(..., wavelength_table=...)``; give both or neither); ``metadata`` ``[B, 4]`` =
     longitude (degrees), latitude (degrees), days since 1970-01-01, area of one patch token (km²), NaN where
     unknown; omitted = all unknown.
     """
@@ -109,10 +110,11 @@ class CopernicusFM(SlimModel):
         """Validated ``(wavelengths, bandwidths)`` in nm; both ``None`` -> the defaults of ``cfg.bands``."""
         name = self.cfg.name
         if wavelengths is None and bandwidths is None:
-            if bands != len(S2_WAVELENGTHS_NM):
+            if bands != len(self.cfg.bands):
                 raise ValueError(f"{name}: x has {bands} bands; pass wavelengths=[...] and bandwidths=[...] "
                                  "(nanometres, one per band)")
-            return S2_WAVELENGTHS_NM, S2_BANDWIDTHS_NM
+            defaults = self.spectral_inputs(self.cfg.bands)
+            return defaults["wavelengths"], defaults["bandwidths"]
         if wavelengths is None or bandwidths is None:
             given, missing = ("wavelengths", "bandwidths") if bandwidths is None else ("bandwidths", "wavelengths")
             raise ValueError(f"{name}: got {given} but no {missing}; pass both (nanometres, one per band) or neither "
@@ -127,6 +129,21 @@ class CopernicusFM(SlimModel):
                 raise ValueError(f"{name}: {what} {list(values)} must lie in [{lower:g}, {upper:g}] nm{hint}; "
                                  f"Copernicus-FM takes nanometres, e.g. {example}")
         return waves, widths
+
+    def spectral_inputs(self, bands) -> dict[str, tuple[float, ...]]:
+        """``wavelengths`` and ``bandwidths`` (nm) of canonical ``bands`` from the spec's wavelength table."""
+        table = self.spec.wavelengths
+        missing = [b for b in bands if table.wavelength(b) is None or table.bandwidth(b) is None]
+        if missing:
+            raise ValueError(f"{self.cfg.name}: the {table.name!r} wavelength table has no {', '.join(missing)}; it "
+                             f"lists {', '.join(table.bands)} (or pass wavelengths=[...] and bandwidths=[...] in "
+                             "nanometres to run())")
+        return {"wavelengths": tuple(round(table.wavelength(b) * 1000, 6) for b in bands),
+                "bandwidths": tuple(table.bandwidth(b) for b in bands)}
+
+    def input_wavelengths_um(self, inputs: dict) -> tuple[float, ...]:
+        """The optical wavelengths of ``inputs`` in micrometres; radar ones (1 mm and longer) are not optical."""
+        return tuple(nm / 1000 for nm in wavelength_values(inputs.get("wavelengths")) if nm < _RADAR_NM)
 
     def check_metadata(self, metadata, batch: int) -> torch.Tensor:
         """``[B, 4]`` float32 on the CPU (NaN = unknown), ranges checked; ``None`` -> all unknown.
@@ -239,6 +256,34 @@ class CopernicusFM(SlimModel):
             fc.bias.copy_(0.02 * torch.randn(fc.bias.shape, generator=generator))
 
 
+_PAPER = Source("paper", "Wang et al., Towards a Unified Copernicus Foundation Model for Earth Vision "
+                        "(arXiv:2503.11849): Copernicus-Pretrain")
+_BENCH = COPERNICUS_BENCH_S2.source
+_TORCHGEO = Source("code", "torchgeo 0.8.1 torchgeo/models/copernicusfm.py (LayerNorm eps 1e-5)")
+_OFFICIAL = Source("code", "zhu-xlab/Copernicus-FM@5d8535f3 Copernicus-Bench/src/foundation_models/CopernicusFM/"
+                           "models_dwv.py (LayerNorm eps 1e-6)")
+_SPEC = InputSpec(
+    sensor="Sentinel-2 L2A (Copernicus-Pretrain; other Copernicus sensors through explicit spectra)",
+    bands=S2_L2A_BANDS, wavelengths=COPERNICUS_BENCH_S2, unit="DN", quantification=10000.0, scale=1.0, offset=0.0,
+    normalization="standardize",
+    mean=(1353.7, 1117.2, 1041.8, 946.5, 1199.1, 2003.0, 2374.0, 2301.2, 2599.7, 732.1, 1820.6, 1118.2),
+    std=(897.3, 736.0, 684.8, 620.0, 791.9, 1341.3, 1595.4, 1545.5, 1750.1, 475.1, 1216.5, 736.7),
+    image_size=224, patch_size=16, gsd_m=10.0, frames=1, pretraining_data="Copernicus-Pretrain", any_bands=True,
+    sources=cite(sensor=_BENCH, bands=_BENCH, units=_BENCH, normalization=_BENCH, image_size=_BENCH,
+                 patch_size=_BENCH, gsd_m=_PAPER, frames=_BENCH, pretraining_data=_PAPER),
+    choices=(
+        Choice("wavelength_table", "copernicus_fm", (
+            Option("copernicus_fm", _BENCH, "Copernicus-Bench's S2 values (B01 440, B8A 860, B09 940 nm)",
+                   wavelengths=COPERNICUS_BENCH_S2),
+            Option("esa", ESA_S2.source, "ESA's values (B01 443, B8A 865, B09 945 nm), same bandwidths",
+                   wavelengths=ESA_S2))),
+        Choice("layer_norm", "official", (
+            Option("official", _OFFICIAL, "LayerNorm eps 1e-6 in every block", arch=(("norm_eps", 1e-6),)),
+            Option("torchgeo", _TORCHGEO, "LayerNorm eps 1e-5 (torchgeo's class default)",
+                   arch=(("norm_eps", 1e-5),)))),
+    ),
+)
+
 register_model(ModelCfg(
     name="copernicus_fm_base",
     aliases=("copernicusfm_base",),
@@ -249,11 +294,7 @@ register_model(ModelCfg(
                  "hypernetwork patch embedding from band wavelengths and bandwidths (nanometres) plus lon/lat, "
                  "time and area embeddings; 12 Sentinel-2 L2A bands by default; flops() includes the kernel "
                  "hypernetwork, which is cached per spectral set; the variable (language) mode is not supported"),
-    bands=("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"),
-    # Copernicus-Bench's Sentinel-2 statistics (its S2 configs, e.g. cobench_bigearthnet_s2.yaml)
-    mean=(1353.7, 1117.2, 1041.8, 946.5, 1199.1, 2003.0, 2374.0, 2301.2, 2599.7, 732.1, 1820.6, 1118.2),
-    std=(897.3, 736.0, 684.8, 620.0, 791.9, 1341.3, 1595.4, 1545.5, 1750.1, 475.1, 1216.5, 736.7),
-    input_scale="Sentinel-2 digital numbers (reflectance x 10000), as Copernicus-Bench normalises them",
+    spec=_SPEC,
     pooled=("LayerNorm without affine (fc_norm at its initial value; not in the checkpoint) over the mean of the "
             "patch tokens; tokens carry no final norm"),
     checkpoint=CheckpointFormat(

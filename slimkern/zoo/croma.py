@@ -30,15 +30,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backends import Backend
+from ..bands import ESA_S2, S2_L2A_BANDS, SAR_NONE, merged
 from ..blocks import Block, BlockSpec, linear_params, norm_params
 from ..flops import patch_embed_flops, stack_flops
 from ..model import SlimModel
 from ..plan import SlimPlan, make_plan
 from ..registry import CheckpointFormat, ModelCfg, register_model
+from ..spec import InputSpec, Source, cite
 
 #: Sentinel-2 bands of the optical encoder (L1C/L2A without the cirrus band B10). The order is not stated in the
 #: official code (MODELS.md open item 2): this is the SSL4EO-S12 order the pre-training data used, minus B10.
-OPTICAL_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+OPTICAL_BANDS = S2_L2A_BANDS
 #: Sentinel-1 bands of the radar encoder (same caveat: SSL4EO-S12 order).
 RADAR_BANDS = ("VV", "VH")
 MODALITIES = ("optical", "radar", "joint")
@@ -188,6 +190,10 @@ class CROMA(SlimModel):
                 "encoder (the 12 optical bands, then the 2 radar bands)")
         return modality
 
+    def input_band_names(self, x: torch.Tensor) -> tuple[str, ...]:
+        by_count = {len(OPTICAL_BANDS): OPTICAL_BANDS, len(RADAR_BANDS): RADAR_BANDS}
+        return by_count.get(x.shape[1]) or super().input_band_names(x)
+
     def stack(self, modality: str = "optical") -> list[Block]:
         """The blocks ``modality`` runs, in run order."""
         _check_modality(modality)
@@ -289,8 +295,8 @@ class CROMA(SlimModel):
         self._check_tensor(x, check_dtype=False)
         self.modality_of(x)
         if x.is_complex() or x.dtype == torch.bool:
-            raise TypeError(f"{self.cfg.name}: normalize expects real band values ({self.cfg.input_scale}), "
-                            f"got {x.dtype}")
+            raise TypeError(f"{self.cfg.name}: normalize expects real band values (any consistent units per "
+                            f"band), got {x.dtype}")
         v = x.double()
         mean = v.mean(dim=(0, 2, 3), keepdim=True)
         std = v.std(dim=(0, 2, 3), keepdim=True)
@@ -348,16 +354,26 @@ def _check_modality(modality: str) -> None:
         raise ValueError(f"unknown CROMA modality {modality!r}; expected one of {', '.join(map(repr, MODALITIES))}")
 
 
-_INPUT_SCALE = ("any consistent units per band (e.g. Sentinel-2 reflectance, Sentinel-1 backscatter); "
-                "normalize() applies CROMA's data-dependent rescale from the batch's own per-band statistics: "
-                "clip((x - (mean - 2 std)) / (4 std), 0, 1), 8-bit quantised by default (README); mean/std here are "
-                "0/1 placeholders. Bands: 12 optical, 2 radar, or 14 = optical then radar (joint encoder)")
+_PAPER = Source("paper", "Fuller, Millard, Green, CROMA, NeurIPS 2023 (arXiv:2311.00566)")
+_README = Source("readme", "https://github.com/antofuller/CROMA README (12 optical bands without B10, 2 radar bands; "
+                           "per-band rescale from the data's own mean +- 2 std)")
+_SPEC = InputSpec(
+    sensor="Sentinel-2 L1C (12 bands, no cirrus B10) and Sentinel-1 GRD (SSL4EO-S12)",
+    bands=OPTICAL_BANDS + RADAR_BANDS, band_sets=(OPTICAL_BANDS + RADAR_BANDS, OPTICAL_BANDS, RADAR_BANDS),
+    wavelengths=merged("esa", ESA_S2, SAR_NONE), unit="any", quantification=10000.0, scale=1.0, offset=0.0,
+    normalization="batch_rescale", mean=None, std=None, image_size=120, patch_size=8, gsd_m=10.0, frames=1,
+    pretraining_data="SSL4EO-S12 (Sentinel-1 GRD + Sentinel-2)",
+    sources=cite(sensor=_README, units=_README, normalization=_README,
+                 bands=Source("code", "antofuller/CROMA@59505a6b use_croma.py (band order not stated; the SSL4EO-S12 "
+                                      "order without B10 is assumed, MODELS.md open item 2)"),
+                 image_size=_PAPER, patch_size=Source("code", "antofuller/CROMA@59505a6b use_croma.py (patch 8)"),
+                 gsd_m=_PAPER, frames=_PAPER, pretraining_data=_PAPER),
+)
 _POOLED = ("optical (12 bands) / radar (2 bands): GAP_FFN of the mean of the encoder's normed tokens (official "
            "optical_GAP / SAR_GAP); joint (14 bands): mean of the joint encoder's normed tokens (joint_GAP)")
 
 
 def _register(size: str, dim: int, depth: int) -> None:
-    bands = OPTICAL_BANDS + RADAR_BANDS
     register_model(ModelCfg(
         name=f"croma_{size}",
         family="croma",
@@ -366,10 +382,7 @@ def _register(size: str, dim: int, depth: int) -> None:
                        norm_eps=1e-5),
         description=f"CROMA-{size} optical (Sentinel-2, {depth} layers), radar (Sentinel-1, {depth // 2}) and joint "
                     f"radar-optical ({depth // 2}, cross-attention) encoders, 2-D ALiBi, 120 px, patch 8",
-        bands=bands,
-        mean=(0.0,) * len(bands),
-        std=(1.0,) * len(bands),
-        input_scale=_INPUT_SCALE,
+        spec=_SPEC,
         pooled=_POOLED,
         checkpoint=CheckpointFormat(strip_prefixes=(), sub_state_dicts=SUB_STATE_DICTS),
         weights_url=f"https://huggingface.co/antofuller/CROMA/resolve/main/CROMA_{size}.pt",

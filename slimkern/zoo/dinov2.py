@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import CheckpointFormat, ModelCfg
+from ..spec import Choice, Option, Source
 from .vit import ViT, ViTArch
 
 #: Official DINOv2-format files are flat state dicts; ``mask_token`` is training-only.
@@ -82,6 +83,17 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], offset
         raise ValueError(f"interpolate_offset {offset} gives a {tuple(patch.shape[-2:])} grid, expected {grid}")
     patch = patch.permute(0, 2, 3, 1).reshape(1, rows * cols, -1).to(dtype)
     return torch.cat([pos_embed[:, :1], patch], dim=1)
+
+
+def pos_resize_choice(official: Source, other: str, other_source: Source) -> Choice:
+    """``pos_resize``: how the stored position table reaches another grid. ``"official"``: DINOv2's run-time rule
+    (scale factor ``(n + 0.1) / M``, no antialias); ``other``: resized by output size with antialias, as timm and
+    torchgeo do (torchgeo once at load, to 224 px: the same table at that size)."""
+    return Choice("pos_resize", "official", (
+        Option("official", official, "run-time bicubic resize, interpolate_offset 0.1, no antialias",
+               arch=(("interpolate_offset", 0.1), ("interpolate_antialias", False))),
+        Option(other, other_source, "bicubic resize by output size with antialias",
+               arch=(("interpolate_offset", 0.0), ("interpolate_antialias", True)))))
 
 
 class DinoV2ViT(ViT):

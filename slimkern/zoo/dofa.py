@@ -36,9 +36,12 @@ import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
+from ..bands import DOFA_README, ESA_S2, S2_L2A_BANDS, TERRATORCH_DOFA
 from ..flops import patch_embed_flops
+from ..input_check import wavelength_values
 from ..model import SlimModel
 from ..registry import CheckpointFormat, ModelCfg, register_model
+from ..spec import Choice, InputSpec, Option, Source, cite
 from .vit import ViTArch
 
 _META = {"device": "meta"}
@@ -225,24 +228,18 @@ class DOFAArch(ViTArch):
     wv_planes: int = 128
 
 
-# Sentinel-2 wavelengths in micrometres. The nine bands DOFA was pretrained on (SatlasPretrain) use the DOFA README's
-# values; B01, B8A and B09 are not in its pretraining data and take TerraTorch's DOFA table.
-S2_WAVELENGTHS_UM = {"B01": 0.44, "B02": 0.49, "B03": 0.56, "B04": 0.665, "B05": 0.705, "B06": 0.74, "B07": 0.783,
-                     "B08": 0.842, "B8A": 0.864, "B09": 0.945, "B11": 1.61, "B12": 2.19}
-S2_L2A_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
-
 
 class DOFA(SlimModel):
     """DOFA v1 (``OFAViT`` / torchgeo ``DOFA``): dynamic patch embedding, stored sin-cos positions, no final norm.
 
     ``run(x, width, wavelengths=[...])``: one wavelength in micrometres per band of ``x``; by default the
-    wavelengths of ``cfg.bands``. Other image sizes (multiples of the patch size) resample ``pos_embed``
-    bicubically, as MAE's ``interpolate_pos_embed`` does at fine-tuning time.
+    wavelengths of ``cfg.bands`` from the spec's wavelength table (``load(..., wavelength_table=...)``). Other
+    image sizes (multiples of the patch size) resample ``pos_embed`` bicubically, as MAE's ``interpolate_pos_embed``
+    does at fine-tuning time.
     """
 
     extra_inputs = ("wavelengths",)
     any_band_count = True  # the kernel is generated for whatever bands the wavelengths describe
-    default_wavelengths: dict[str, float] = S2_WAVELENGTHS_UM
 
     def __init__(self, cfg: ModelCfg, final_norm: bool = False) -> None:
         arch: DOFAArch = cfg.arch
@@ -259,7 +256,7 @@ class DOFA(SlimModel):
         if wavelengths is None:
             if bands != len(self.cfg.bands):
                 raise ValueError(f"{name}: x has {bands} bands; pass wavelengths=[...] (micrometres, one per band)")
-            return tuple(self.default_wavelengths[b] for b in self.cfg.bands)
+            return self.spectral_inputs(self.cfg.bands)["wavelengths"]
         values = check_spectral_list(name, wavelengths, bands, "wavelengths")
         if max(values) > 100:
             raise ValueError(f"{name}: wavelengths {list(values)} look like nanometres; DOFA takes micrometres "
@@ -267,6 +264,18 @@ class DOFA(SlimModel):
         if min(values) <= 0:
             raise ValueError(f"{name}: wavelengths must be positive (micrometres), got {list(values)}")
         return values
+
+    def spectral_inputs(self, bands: Sequence[str]) -> dict[str, tuple[float, ...]]:
+        """``wavelengths`` (µm) of canonical ``bands`` from the spec's wavelength table."""
+        table = self.spec.wavelengths
+        missing = [b for b in bands if table.wavelength(b) is None]
+        if missing:
+            raise ValueError(f"{self.cfg.name}: the {table.name!r} wavelength table has no {', '.join(missing)}; "
+                             f"it lists {', '.join(table.bands)} (or pass wavelengths=[...] in micrometres to run())")
+        return {"wavelengths": tuple(table.wavelength(b) for b in bands)}
+
+    def input_wavelengths_um(self, inputs: dict) -> tuple[float, ...]:
+        return wavelength_values(inputs.get("wavelengths"))
 
     def spectral_embedding(self, wavelengths: tuple[float, ...]) -> torch.Tensor:
         """``[C, wv_planes]``: sin-cos of ``λ·1000`` (``[sin | cos]`` halves, ``ω_i = 10000^(-i/64)``).
@@ -347,9 +356,34 @@ _V1_FORMAT = CheckpointFormat(container_keys=(), strip_prefixes=("module.",), dr
 _V2_FORMAT = CheckpointFormat(container_keys=(), strip_prefixes=("module.",), drop_prefixes=("norm.",))
 _PAPER = "Xiong et al., Neural Plasticity-Inspired Multimodal Foundation Model for Earth Observation, arXiv 2403.15356"
 _LICENSE = "MIT (code, zhu-xlab/DOFA); the weights' terms are not stated"
-_INPUT_SCALE = ("sensor-dependent: standardise each band with your dataset's own statistics before run() (DOFA's "
-                "README uses 0-255-scaled per-sensor statistics); normalize() is the identity (mean 0, std 1)")
-_BANDS = dict(bands=S2_L2A_BANDS, mean=(0.0,) * 12, std=(1.0,) * 12, input_scale=_INPUT_SCALE)
+_README = Source("readme", "https://github.com/zhu-xlab/DOFA README (any band set with its wavelengths; inputs "
+                           "standardised per sensor with the data set's own statistics)")
+_PAPER_SOURCE = Source("paper", "Xiong et al., DOFA (arXiv:2403.15356): SatlasPretrain, Five-Billion-Pixels, "
+                                "HySpecNet-11k, ... at their sensors' own GSDs")
+WAVELENGTH_TABLE = Choice("wavelength_table", "dofa", (
+    Option("dofa", DOFA_README.source, "DOFA README values (B08 0.842, B12 2.19 um); B01, B8A, B09 from TerraTorch",
+           wavelengths=DOFA_README),
+    Option("esa", ESA_S2.source, "ESA's rounded Sentinel-2 centre wavelengths (B8A 0.865, B09 0.945 um)",
+           wavelengths=ESA_S2),
+    Option("terratorch", TERRATORCH_DOFA.source, "TerraTorch's DOFA table (B08 0.832, B12 2.20 um)",
+           wavelengths=TERRATORCH_DOFA),
+))
+
+
+def _spec(patch_size: int) -> InputSpec:
+    code = Source("code", "zhu-xlab/DOFA dofa_v1.py@3c33a240 / dofa_v2.py@a414125a (img_size 224, patch "
+                          f"{patch_size})")
+    return InputSpec(
+        sensor="any optical or SAR sensor, via wavelengths (Sentinel-2 L2A bands by default)", bands=S2_L2A_BANDS,
+        wavelengths=DOFA_README, unit="any", quantification=1.0, scale=1.0, offset=0.0, normalization="dataset",
+        mean=None, std=None, image_size=224, patch_size=patch_size, gsd_m=None, frames=1,
+        pretraining_data="SatlasPretrain, Five-Billion-Pixels, HySpecNet-11k (DOFA)", any_bands=True,
+        sources=cite(sensor=_README, bands=_README, units=_README, normalization=_README, image_size=code,
+                     patch_size=code, gsd_m=_PAPER_SOURCE, frames=code, pretraining_data=_PAPER_SOURCE),
+        choices=(WAVELENGTH_TABLE,),
+    )
+
+
 _V1_POOLED = ("LayerNorm without affine (fc_norm at its initial value; not in the checkpoint) over the mean of the "
               "patch tokens; tokens carry no final norm (as torchgeo's DOFA)")
 _V1_DESCRIPTION = ("DOFA {size} v1 ViT-{short}/16, MAE-pretrained on SatlasPretrain, Five-Billion-Pixels and "
@@ -364,7 +398,7 @@ register_model(ModelCfg(
     model_cls=DOFA,
     arch=DOFAArch(patch_size=16, dim=768, depth=12, num_heads=12),
     description=_V1_DESCRIPTION.format(size="base", short="B"),
-    **_BANDS,
+    spec=_spec(16),
     pooled=_V1_POOLED,
     checkpoint=_V1_FORMAT,
     weights_url="https://hf.co/torchgeo/dofa/resolve/b8db318b64a90b9e085ec04ba8851233c5893666/"
@@ -380,7 +414,7 @@ register_model(ModelCfg(
     model_cls=DOFA,
     arch=DOFAArch(patch_size=16, dim=1024, depth=24, num_heads=16),
     description=_V1_DESCRIPTION.format(size="large", short="L"),
-    **_BANDS,
+    spec=_spec(16),
     pooled=_V1_POOLED,
     checkpoint=_V1_FORMAT,
     weights_url="https://hf.co/torchgeo/dofa/resolve/b8db318b64a90b9e085ec04ba8851233c5893666/"
@@ -401,7 +435,7 @@ for _size, _dim, _depth, _heads in (("base", 768, 12, 12), ("large", 1024, 24, 1
         description=(f"DOFA v2 {_size} ViT-{_size[0].upper()}/14 (150 epochs): wavelength-conditioned patch "
                      "embedding, learned positions, LayerScale; 12 Sentinel-2 L2A bands by default, other "
                      "wavelengths via wavelengths=[...] (micrometres); flops() includes the kernel hypernetwork"),
-        **_BANDS,
+        spec=_spec(14),
         pooled=_V2_POOLED,
         checkpoint=_V2_FORMAT,
         weights_url=f"https://huggingface.co/earthflow/DOFA/resolve/main/dofav2_vit_{_size}_e150.pth",

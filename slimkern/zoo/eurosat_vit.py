@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..bands import RGB_BANDS, RGB_NOMINAL
 from ..registry import CheckpointFormat, ModelCfg, register_model
+from ..spec import InputSpec, Source, cite
 from .vit import ViT, ViTArch
 
 #: The shipped weights (fp16 safetensors, timm key names; load with ``slimkern.load(name, weights=...)``).
@@ -22,6 +24,18 @@ WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "weights" / "vit_tin
 _EUROSAT_RGB_MEAN = (0.3444, 0.3811, 0.4085)
 _EUROSAT_RGB_STD = (0.2014, 0.1360, 0.1154)
 
+_TRAINING = Source("code", "examples/train_eurosat_vit.py and slimkern/data/weights/README.md (pixels / 255, the "
+                           "5,000-image subset's channel statistics, 64 px, patch 8)")
+_EUROSAT = Source("paper", "Helber et al., EuroSAT (arXiv:1709.00029): Sentinel-2 B04, B03, B02 as 8-bit RGB, 10 m")
+_SPEC = InputSpec(
+    sensor="Sentinel-2 true-colour composite as 8-bit RGB (EuroSAT RGB)", bands=RGB_BANDS, wavelengths=RGB_NOMINAL,
+    unit="DN", quantification=255.0, scale=1 / 255, offset=0.0, normalization="standardize", mean=_EUROSAT_RGB_MEAN,
+    std=_EUROSAT_RGB_STD, image_size=64, patch_size=8, gsd_m=10.0, frames=1, pretraining_data="EuroSAT RGB "
+    "(supervised, 4,000 training images)",
+    sources=cite(sensor=_EUROSAT, bands=_TRAINING, units=_TRAINING, normalization=_TRAINING, image_size=_TRAINING,
+                 patch_size=_TRAINING, gsd_m=_EUROSAT, frames=_TRAINING, pretraining_data=_TRAINING),
+)
+
 register_model(ModelCfg(
     name="vit_tiny_eurosat",
     family="eurosat_vit",
@@ -30,10 +44,7 @@ register_model(ModelCfg(
                  qkv_bias=True, norm_eps=1e-6),
     description="ViT (dim 192, depth 6, patch 8, 64 px) trained by slimkern on EuroSAT RGB on the CPU "
                 "(the sweep demo's model; weights shipped in slimkern/data/weights)",
-    bands=("R", "G", "B"),
-    mean=_EUROSAT_RGB_MEAN,
-    std=_EUROSAT_RGB_STD,
-    input_scale="8-bit RGB divided by 255 (values in [0, 1])",
+    spec=_SPEC,
     pooled="class token after the final norm (timm global_pool='token')",
     # The training script saves the encoder only; a file with the classifier head loads too (head dropped).
     checkpoint=CheckpointFormat(strip_prefixes=("module.",), drop_prefixes=("head.",)),

@@ -33,10 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..bands import ESA_S2, S2_L2A_BANDS, SAR_BANDS
 from ..flops import patch_embed_flops
+from ..input_check import wavelength_values
 from ..model import SlimModel
 from ..registry import ModelCfg, register_model
-from .dinov2 import DINOV2_CHECKPOINT, DinoV2Arch, interpolate_pos_embed
+from ..spec import InputSpec, Source, cite
+from .dinov2 import DINOV2_CHECKPOINT, DinoV2Arch, interpolate_pos_embed, pos_resize_choice
 from .dofa import KernelCache
 
 #: SAR polarisations in Panopticon's id order (transmit, receive).
@@ -149,6 +152,18 @@ class Panopticon(SlimModel):
                                 f"{value!r}")
         return tuple(ids)
 
+    def spectral_inputs(self, bands) -> dict[str, tuple]:
+        """``wavelengths`` of canonical ``bands``: micrometres from the spec's table, SAR bands by name."""
+        table = self.spec.wavelengths
+        missing = [b for b in bands if b not in SAR_BANDS and table.wavelength(b) is None]
+        if missing:
+            raise ValueError(f"{self.cfg.name}: the {table.name!r} wavelength table has no {', '.join(missing)}; "
+                             f"it lists {', '.join(table.bands)} and SAR bands {', '.join(SAR_BANDS)}")
+        return {"wavelengths": tuple(b if b in SAR_BANDS else table.wavelength(b) for b in bands)}
+
+    def input_wavelengths_um(self, inputs: dict) -> tuple[float, ...]:
+        return wavelength_values(inputs.get("wavelengths"))
+
     def _optical_id(self, micrometres: float, wavelengths) -> float:
         name = self.cfg.name
         if not math.isfinite(micrometres) or micrometres <= 0:
@@ -234,6 +249,25 @@ class Panopticon(SlimModel):
         normal(self.pos_embed, 0.1)
 
 
+_PAPER = Source("paper", "Waldmann et al., Panopticon (arXiv:2503.10845): optical, multispectral, hyperspectral "
+                        "and SAR sensors at their own GSDs")
+_README = Source("readme", "https://github.com/Panopticon-FM/panopticon README (any channels with their wavelengths; "
+                           "standard normal normalization per band)")
+_CONFIG = Source("config", "Panopticon-FM/panopticon dinov2/configs/stage2.yaml (224 px crops, patch 14, "
+                           "pos_emb_img_size 518)")
+_SPEC = InputSpec(
+    sensor="any optical or SAR sensor, via wavelengths (Sentinel-2 L2A bands are the band set FLOPs count)",
+    bands=S2_L2A_BANDS, wavelengths=ESA_S2, unit="any", quantification=1.0, scale=1.0, offset=0.0,
+    normalization="dataset", mean=None, std=None, image_size=224, patch_size=14, gsd_m=None, frames=1,
+    pretraining_data="Panopticon's multi-sensor pretraining mix", any_bands=True, sar_by_name=True,
+    sources=cite(sensor=_README, bands=_README, units=_README, normalization=_README, image_size=_CONFIG,
+                 patch_size=_CONFIG, gsd_m=_PAPER, frames=_PAPER, pretraining_data=_PAPER),
+    choices=(pos_resize_choice(Source("code", "Panopticon-FM/panopticon dinov2/models/panopticon.py "
+                                              "(interpolate_offset 0.1, interpolate_antialias false)"),
+                               "torchgeo", Source("code", "torchgeo 0.8.1 torchgeo/models/panopticon.py (the 518 px "
+                                                          "table resized to 224 px at load, antialiased)")),),
+)
+
 register_model(ModelCfg(
     name="panopticon_vitb14",
     family="panopticon",
@@ -244,11 +278,7 @@ register_model(ModelCfg(
     description="Panopticon ViT-B/14 (DINOv2 teacher), pretrained on optical, multispectral, hyperspectral and SAR "
                 "imagery; any band set via wavelengths=[...] (micrometres, or SAR names VV/VH/HH/HV); its "
                 "unslimmed channel-attention stem is most of its compute",
-    bands=("any",),
-    mean=(0.0,),
-    std=(1.0,),
-    input_scale="any optical or SAR bands, each standardised with the dataset's own statistics (Panopticon README: "
-                "standard normal normalization); normalize() is the identity",
+    spec=_SPEC,
     pooled="class token after the final norm (DINOv2 x_norm_clstoken)",
     checkpoint=DINOV2_CHECKPOINT,
     weights_url="https://hf.co/lewaldm/panopticon/resolve/c8c2bb9555819e8b2bcedf5b3b00e3bf531554e7/"

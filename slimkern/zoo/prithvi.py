@@ -36,13 +36,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..bands import HLS_BANDS, HLS_OLI
 from ..flops import patch_embed_flops
 from ..model import SlimModel
 from ..registry import CheckpointFormat, ModelCfg, register_model
+from ..spec import InputSpec, Source, cite
 from .pos_embed import sincos_1d
 from .vit import ViTArch
 
-HLS_BANDS = ("BLUE", "GREEN", "RED", "NIR_NARROW", "SWIR_1", "SWIR_2")
 # Accepted ranges of the TL inputs: any plausible scene date; they catch two-digit years, days written as
 # MMDD (e.g. 1231) and, with the latitude/longitude ranges, most swapped (lon, lat) pairs and 0-360 longitudes.
 YEARS = (1900.0, 2100.0)
@@ -174,7 +175,8 @@ class Prithvi(SlimModel):
 class PrithviTL(Prithvi):
     """Prithvi-EO-2.0 TL: adds learned-scale sin-cos encodings of acquisition time and location.
 
-    ``run(x, temporal_coords=..., location_coords=...)`` needs both:
+    ``run(x, temporal_coords=..., location_coords=...)``; each is optional and, when absent, its encoding is skipped,
+    as TerraTorch's ``PrithviViT`` does (``if self.temporal_encoding and temporal_coords is not None``):
 
     - ``temporal_coords`` ``[B, T, 2]``: (year, day of year) of each frame; ``T`` = 1 for ``[B, C, H, W]``.
     - ``location_coords`` ``[B, 2]``: (latitude, longitude) in degrees, the encoder's own order
@@ -197,19 +199,23 @@ class PrithviTL(Prithvi):
               location_coords: torch.Tensor | Sequence | None = None) -> torch.Tensor:
         tokens, frames = self._patch_tokens(x)
         batch, dtype, device = tokens.shape[0], tokens.dtype, tokens.device
-        time = self._coords("temporal_coords", temporal_coords, (frames, 2), batch,
-                            f"[B, T, 2] = (year, day of year) per frame, T = {frames} for x of shape {tuple(x.shape)}")
-        where = self._coords("location_coords", location_coords, (2,), batch,
-                             "[B, 2] = (latitude, longitude) in degrees")
+        time = None if temporal_coords is None else self._coords(
+            "temporal_coords", temporal_coords, (frames, 2), batch,
+            f"[B, T, 2] = (year, day of year) per frame, T = {frames} for x of shape {tuple(x.shape)}")
+        where = None if location_coords is None else self._coords(
+            "location_coords", location_coords, (2,), batch, "[B, 2] = (latitude, longitude) in degrees")
         if not torch.compiler.is_compiling():  # a traced graph cannot branch on the values
             self._check_ranges(time, where)
         half = self.dim // 2
-        per_frame = torch.cat([sincos_1d(half, time[..., 0]), sincos_1d(self.dim - half, time[..., 1])], dim=1)
-        per_image = torch.cat([sincos_1d(half, where[:, 0]), sincos_1d(self.dim - half, where[:, 1])], dim=1)
-        time_enc = self.temporal_embed_enc.scale.double() * per_frame.to(device).reshape(-1, frames, 1, self.dim)
-        where_enc = self.location_embed_enc.scale.double() * per_image.to(device).reshape(-1, 1, self.dim)
-        tokens = (tokens.reshape(batch, frames, -1, self.dim) + time_enc.to(dtype)).reshape(batch, -1, self.dim)
-        return self._with_class_token(tokens + where_enc.to(dtype))
+        if time is not None:
+            per_frame = torch.cat([sincos_1d(half, time[..., 0]), sincos_1d(self.dim - half, time[..., 1])], dim=1)
+            time_enc = self.temporal_embed_enc.scale.double() * per_frame.to(device).reshape(-1, frames, 1, self.dim)
+            tokens = (tokens.reshape(batch, frames, -1, self.dim) + time_enc.to(dtype)).reshape(batch, -1, self.dim)
+        if where is not None:
+            per_image = torch.cat([sincos_1d(half, where[:, 0]), sincos_1d(self.dim - half, where[:, 1])], dim=1)
+            tokens = tokens + (self.location_embed_enc.scale.double()
+                               * per_image.to(device).reshape(-1, 1, self.dim)).to(dtype)
+        return self._with_class_token(tokens)
 
     @torch.no_grad()
     def init_stem_random(self, generator: torch.Generator) -> None:
@@ -221,8 +227,6 @@ class PrithviTL(Prithvi):
     def _coords(self, name: str, value: torch.Tensor | Sequence | None, shape: tuple[int, ...], batch: int,
                 expected: str) -> torch.Tensor:
         """``value`` as a float64 CPU tensor ``[B or 1, *shape]``, or a clear error."""
-        if value is None:
-            raise TypeError(f"{self.cfg.name} needs {name}: {expected}")
         try:
             # lists straight to float64: through torch's default float32, 38.9 would become 38.900001525...
             coords = value if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=torch.float64)
@@ -238,17 +242,19 @@ class PrithviTL(Prithvi):
             raise ValueError(f"{self.cfg.name}: {name} contains NaN or Inf values")
         return coords
 
-    def _check_ranges(self, time: torch.Tensor, where: torch.Tensor) -> None:
+    def _check_ranges(self, time: torch.Tensor | None, where: torch.Tensor | None) -> None:
         def outside(values: torch.Tensor, low: float, high: float) -> list[float]:
             return values[(values < low) | (values > high)].tolist()
 
         name = self.cfg.name
-        if bad := outside(time[..., 0], *YEARS):
+        if time is not None and (bad := outside(time[..., 0], *YEARS)):
             raise ValueError(f"{name}: temporal_coords[..., 0] must be calendar years in [{YEARS[0]:g}, "
                              f"{YEARS[1]:g}] (e.g. 2021), got {bad[:4]}")
-        if bad := outside(time[..., 1], *DAYS):
+        if time is not None and (bad := outside(time[..., 1], *DAYS)):
             raise ValueError(f"{name}: temporal_coords[..., 1] must be the day of the year in [{DAYS[0]:g}, "
                              f"{DAYS[1]:g}] (not a month or a date), got {bad[:4]}")
+        if where is None:
+            return
         lat, lon = where[:, 0], where[:, 1]
         if bad := outside(lat, -90.0, 90.0):
             swapped = not outside(lon, -90.0, 90.0) and not outside(lat, -180.0, 180.0)
@@ -269,7 +275,24 @@ _V2_CHECKPOINT = CheckpointFormat(
     strip_prefixes=("encoder.",),  # PrithviMAE: encoder. / decoder. sub-modules
     drop_prefixes=("decoder.",),
 )
-_INPUT_SCALE = "HLS surface reflectance x 10000 (the HLS files' integer values, about 0-10000)"
+_HLS_SENSOR = "HLS surface reflectance (Landsat-8/9 OLI and Sentinel-2 MSI, harmonised)"
+_V1_CONFIG = Source("config", "https://huggingface.co/ibm-nasa-geospatial/Prithvi-EO-1.0-100M config.json "
+                              "(bands, mean, std, num_frames 3, img_size 224, patch 16)")
+_V2_CODE = Source("code", "IBM/terratorch@85467a9f terratorch/models/backbones/prithvi_vit.py (prithvi_cfgs, "
+                          "PRITHVI_V2_MEAN/STD = the HF config.json of every v2 release)")
+_HLS_GSD = Source("docs", "HLS v2.0 User Guide (https://lpdaac.usgs.gov/documents/1698/HLS_User_Guide_V2.pdf): 30 m")
+
+
+def _spec(stats: tuple, patch_size: int, frames: int, data: str, config: Source, paper: Source) -> InputSpec:
+    return InputSpec(
+        sensor=_HLS_SENSOR, bands=HLS_BANDS, wavelengths=HLS_OLI, unit="DN", quantification=10000.0, scale=1.0,
+        offset=0.0, normalization="standardize", mean=stats[0], std=stats[1], image_size=224, patch_size=patch_size,
+        gsd_m=30.0, frames=frames, pretraining_data=data,
+        sources=cite(sensor=paper, bands=config, units=config, normalization=config, image_size=config,
+                     patch_size=config, gsd_m=_HLS_GSD, frames=config, pretraining_data=paper),
+    )
+
+
 _POOLED = ("mean of the patch tokens after the final norm, class token excluded (TerraTorch's classification "
            "path: the neck drops the class token, ClassificationHead averages the token grid)")
 _LICENSE = "Apache-2.0"
@@ -287,13 +310,13 @@ register_model(ModelCfg(
     arch=PrithviArch(dim=768, depth=12, num_heads=12, num_frames=3),
     description="Prithvi-EO-1.0 100M: ViT-B/16 with 3-D patch embedding, MAE-pretrained on 3-frame HLS time "
                 "series over the US",
-    bands=HLS_BANDS,
     # full precision from the HF config (TerraTorch's PRITHVI_V1_MEAN/STD are these rounded)
-    mean=(775.2290211032589, 1080.992780391705, 1228.5855250417867, 2497.2022620507532, 2204.2139147975554,
-          1610.8324823273745),
-    std=(1281.526139861424, 1270.0297974547493, 1399.4802505642526, 1368.3446143747644, 1291.6764008585435,
-         1154.505683480695),
-    input_scale=_INPUT_SCALE,
+    spec=_spec(((775.2290211032589, 1080.992780391705, 1228.5855250417867, 2497.2022620507532, 2204.2139147975554,
+                 1610.8324823273745),
+                (1281.526139861424, 1270.0297974547493, 1399.4802505642526, 1368.3446143747644, 1291.6764008585435,
+                 1154.505683480695)),
+               16, 3, "HLS time series over the contiguous US (3 frames)", _V1_CONFIG,
+               Source("paper", "Jakubik et al., arXiv:2310.18660")),
     pooled=_POOLED,
     checkpoint=_V1_CHECKPOINT,
     weights_url=f"{_HF}/Prithvi-EO-1.0-100M/resolve/main/Prithvi_EO_V1_100M.pt",
@@ -319,10 +342,8 @@ def _register_v2(size: str, vit: str, arch: PrithviArch, tl: bool) -> None:
         description=f"Prithvi-EO-2.0 {size}{tl_repo}: {vit} with 3-D patch embedding"
                     f"{' and time/location encodings' if tl else ''}, MAE-pretrained on 4-frame global HLS "
                     "time series",
-        bands=HLS_BANDS,
-        mean=_V2_MEAN,
-        std=_V2_STD,
-        input_scale=_INPUT_SCALE,
+        spec=_spec((_V2_MEAN, _V2_STD), arch.patch_size, 4, "global HLS time series (4 frames)", _V2_CODE,
+                   Source("paper", "Szwarcman et al., arXiv:2412.02732")),
         pooled=_POOLED,
         checkpoint=_V2_CHECKPOINT,
         weights_url=f"{_HF}/Prithvi-EO-2.0-{size}{tl_repo}/resolve/main/Prithvi_EO_V2_{size}{tl_file}.pt",

@@ -17,9 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..bands import ESA_S2, RGB_BANDS, RGB_NOMINAL
 from ..flops import patch_embed_flops
 from ..model import SlimModel
 from ..registry import CheckpointFormat, ModelCfg, register_model
+from ..spec import InputSpec, Source, cite
 from .pos_embed import sincos_2d
 from .vit import ViT, ViTArch
 
@@ -30,6 +32,29 @@ _MAE_CHECKPOINT = CheckpointFormat(
     drop_prefixes=("mask_token", "decoder_", "head."),
 )
 
+
+def _code(path: str) -> Source:
+    return Source("code", f"sustainlab-group/SatMAE@e31c11fa {path}")
+
+
+_PAPER = Source("paper", "Cong et al., SatMAE, NeurIPS 2022 (arXiv:2207.08051)")
+_README = Source("readme", "https://github.com/sustainlab-group/SatMAE README (multi-spectral pretraining command: "
+                           "--input_size 96 --patch_size 8 --dropped_bands 0 9 10)")
+_FMOW_GSD = Source("docs", "https://github.com/fMoW/dataset (fMoW: each image's JSON metadata holds its own gsd)")
+_RGB_SPEC = InputSpec(
+    sensor="8-bit RGB satellite images (fMoW-RGB, DigitalGlobe)", bands=RGB_BANDS, wavelengths=RGB_NOMINAL,
+    unit="DN", quantification=255.0, scale=1 / 255, offset=0.0, normalization="standardize",
+    mean=(0.4182007312774658, 0.4214799106121063, 0.3991275727748871),
+    std=(0.28774282336235046, 0.27541765570640564, 0.2764017581939697),
+    image_size=224, patch_size=16, gsd_m=None, frames=1, pretraining_data="fMoW-RGB",
+    sources=cite(sensor=_PAPER, bands=_code("util/datasets.py (CustomDatasetFromImages: RGB)"),
+                 units=_code("util/datasets.py (ToTensor: / 255)"),
+                 normalization=_code("util/datasets.py (Normalize with the fMoW-RGB mean/std)"),
+                 image_size=_code("models_mae.py (mae_vit_large_patch16_dec512d8b: img_size 224)"),
+                 patch_size=_code("models_mae.py (mae_vit_large_patch16_dec512d8b)"), gsd_m=_FMOW_GSD,
+                 frames=_code("models_mae.py (2-D patch embedding, one image)"), pretraining_data=_PAPER),
+)
+
 register_model(ModelCfg(
     name="satmae_vitl_rgb",
     aliases=("satmae",),
@@ -38,10 +63,7 @@ register_model(ModelCfg(
     arch=ViTArch(img_size=224, patch_size=16, in_chans=3, dim=1024, depth=24, num_heads=16, mlp_ratio=4.0,
                  qkv_bias=True, norm_eps=1e-6),
     description="SatMAE ViT-L/16 encoder, MAE-pretrained on fMoW-RGB (800 epochs)",
-    bands=("R", "G", "B"),
-    mean=(0.4182007312774658, 0.4214799106121063, 0.3991275727748871),
-    std=(0.28774282336235046, 0.27541765570640564, 0.2764017581939697),
-    input_scale="8-bit RGB divided by 255 (values in [0, 1])",
+    spec=_RGB_SPEC,
     pooled="class token after the final norm (MAE pre-training convention)",
     checkpoint=_MAE_CHECKPOINT,
     weights_url="https://zenodo.org/record/7369797/files/fmow_pretrain.pth",
@@ -141,7 +163,7 @@ class GroupChannelViT(SlimModel):
         self._check_tensor(x, check_dtype=False)
         if x.is_complex() or x.dtype == torch.bool:
             raise TypeError(f"{self.cfg.name}: normalize expects raw Sentinel-2 digital numbers (integer or "
-                            f"floating tensor, {self.cfg.input_scale}), got {x.dtype}")
+                            f"floating tensor, reflectance x 10000), got {x.dtype}")
         shape = (1, -1, 1, 1)
         mean = torch.tensor(self.cfg.mean, dtype=torch.float64, device=x.device).view(shape)
         std = torch.tensor(self.cfg.std, dtype=torch.float64, device=x.device).view(shape)
@@ -168,12 +190,18 @@ _S2_MEAN = (1184.3824625, 1120.77120066, 1136.26026392, 1263.73947144, 1645.4031
             1762.59530783, 1972.62420416, 1732.16362238, 1247.91870117)
 _S2_STD = (650.2842772, 712.12507725, 965.23119807, 948.9819932, 1108.06650639, 1258.36394548, 1233.1492281,
            1364.38688993, 1310.36996126, 1087.6020813)
-_S2_INPUT_SCALE = ("raw Sentinel-2 L1C digital numbers as stored in the fMoW-Sentinel GeoTIFFs (reflectance x 10000) "
-                   "of the 10 bands in order; normalize() applies SatMAE's SentinelNormalize, NOT (x - mean) / std: "
-                   "clip((x - (mean - 2 std)) / (4 std) * 255, 0, 255) truncated to uint8, / 255, with the DN "
-                   "statistics below")
 _S2_PAPER = ("Cong et al., SatMAE: Pre-training Transformers for Temporal and Multi-Spectral Satellite Imagery, "
              "NeurIPS 2022")
+_SENTINEL = _code("util/datasets.py (SentinelIndividualImageDataset, SentinelNormalize)")
+_MS_SPEC = InputSpec(
+    sensor="Sentinel-2 L1C (fMoW-Sentinel)", bands=_S2_BANDS, wavelengths=ESA_S2,
+    unit="DN", quantification=10000.0, scale=1.0, offset=0.0, normalization="sentinel_normalize",
+    mean=_S2_MEAN, std=_S2_STD, image_size=96, patch_size=8, gsd_m=10.0, frames=1,
+    pretraining_data="fMoW-Sentinel",
+    sources=cite(sensor=_PAPER, bands=_README, units=_SENTINEL, normalization=_SENTINEL, image_size=_README,
+                 patch_size=_README, gsd_m=_PAPER,
+                 frames=_code("models_mae_group_channels.py (one image per sample)"), pretraining_data=_PAPER),
+)
 
 
 def _register_ms(size: str, dim: int, depth: int, num_heads: int, file: str) -> None:
@@ -186,10 +214,7 @@ def _register_ms(size: str, dim: int, depth: int, num_heads: int, file: str) -> 
                               channel_groups=((0, 1, 2, 6), (3, 4, 5, 7), (8, 9)), channel_embed=256),
         description=f"SatMAE ViT-{size.upper()}/8 group-channel encoder, MAE-pretrained on fMoW-Sentinel "
                     "(10 bands in 3 groups, 96 px)",
-        bands=_S2_BANDS,
-        mean=_S2_MEAN,
-        std=_S2_STD,
-        input_scale=_S2_INPUT_SCALE,
+        spec=_MS_SPEC,
         pooled="class token after the final norm (MAE pre-training convention)",
         checkpoint=_MAE_CHECKPOINT,
         weights_url=f"https://zenodo.org/record/7338613/files/{file}",

@@ -16,7 +16,9 @@ from numbers import Real
 import torch
 import torch.nn.functional as F
 
+from ..bands import RGB_BANDS, RGB_NOMINAL
 from ..registry import CheckpointFormat, ModelCfg, register_model
+from ..spec import InputSpec, Source, cite
 from .pos_embed import sincos_2d
 from .vit import ViT, ViTArch
 
@@ -73,6 +75,24 @@ class ScaleMAE(ViT):
         return torch.cat([cls, tokens + pos.to(x.device, dtype)], dim=1)
 
 
+def _code(path: str) -> Source:
+    return Source("code", f"bair-climate-initiative/scale-mae@89280d83 {path}")
+
+
+_PAPER = Source("paper", "Reed et al., Scale-MAE, ICCV 2023 (arXiv:2212.14532)")
+_CONFIG = Source("config", "bair-climate-initiative/scale-mae@89280d83 mae/config/fmow.yaml (ImageNet mean/std)")
+_SPEC = InputSpec(
+    sensor="8-bit RGB satellite images (fMoW-RGB, DigitalGlobe)", bands=RGB_BANDS, wavelengths=RGB_NOMINAL,
+    unit="DN", quantification=255.0, scale=1 / 255, offset=0.0, normalization="standardize",
+    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), image_size=224, patch_size=16, gsd_m=None, frames=1,
+    pretraining_data="fMoW-RGB",
+    sources=cite(sensor=_PAPER, bands=_CONFIG, units=_CONFIG, normalization=_CONFIG,
+                 image_size=_code("mae/models_vit.py (vit_large_patch16, 224 px)"),
+                 patch_size=_code("mae/models_vit.py (vit_large_patch16)"),
+                 gsd_m=Source("paper", "Reed et al., Scale-MAE (arXiv:2212.14532): GSD varies per image; run(res=...)"),
+                 frames=_code("mae/models_mae.py (one image per sample)"), pretraining_data=_PAPER),
+)
+
 register_model(ModelCfg(
     name="scalemae_vitl",
     family="scalemae",
@@ -80,10 +100,7 @@ register_model(ModelCfg(
     arch=ViTArch(img_size=224, patch_size=16, in_chans=3, dim=1024, depth=24, num_heads=16, mlp_ratio=4.0,
                  qkv_bias=True, norm_eps=1e-6),
     description="Scale-MAE ViT-L/16 encoder, pretrained on fMoW-RGB (800 epochs), GSD-scaled position embedding",
-    bands=("R", "G", "B"),
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
-    input_scale="8-bit RGB divided by 255 (values in [0, 1]); ImageNet statistics (mae/config/fmow.yaml)",
+    spec=_SPEC,
     pooled="class token after the final norm (the official kNN-evaluation convention)",
     checkpoint=CheckpointFormat(
         container_keys=("model",),

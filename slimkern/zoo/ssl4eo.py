@@ -33,13 +33,15 @@ import torch
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 
+from ..bands import ESA_S2, S2_BANDS
 from ..registry import CheckpointFormat, ModelCfg, register_model
+from ..spec import InputSpec, Source, cite
 from .dinov2 import interpolate_pos_embed
 from .pos_embed import sincos_1d, sincos_2d
 from .vit import ViT, ViTArch
 
 #: Sentinel-2 L1C, all 13 bands in the SSL4EO-S12 order.
-S2_L1C_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+S2_L1C_BANDS = S2_BANDS
 
 
 class SSL4EOViT(ViT):
@@ -137,6 +139,24 @@ _METHODS = {
 }
 
 
+_README = Source("readme", "https://github.com/zhu-xlab/SSL4EO-S12 README (13 L1C bands; input clipped to [0, 1] "
+                           "by dividing 10000)")
+_PAPER = Source("paper", "Wang et al., SSL4EO-S12 (arXiv:2211.07044): Sentinel-1/2 patches of 264 px at 10 m")
+_SPEC = InputSpec(
+    sensor="Sentinel-2 L1C", bands=S2_L1C_BANDS, wavelengths=ESA_S2, unit="DN", quantification=10000.0,
+    scale=1e-4, offset=0.0, normalization="standardize", mean=(0.0,) * 13, std=(1.0,) * 13, image_size=224,
+    patch_size=16, gsd_m=10.0, frames=1, pretraining_data="SSL4EO-S12",
+    sources=cite(sensor=_README, bands=_README, units=_README,
+                 normalization=Source("code", "torchgeo 0.8.1 torchgeo/models/vit.py (ViTSmall16_Weights.SENTINEL2_"
+                                              "ALL_*: Resize 256, CenterCrop 224, / 10000, nothing else)"),
+                 image_size=Source("code", "zhu-xlab/SSL4EO-S12@2156913c src/benchmark/pretrain_ssl/models/moco_v3/"
+                                           "vits.py (vit_small, 224 px)"),
+                 patch_size=Source("code", "zhu-xlab/SSL4EO-S12@2156913c src/benchmark/pretrain_ssl/models/moco_v3/"
+                                           "vits.py (patch 16)"),
+                 gsd_m=_PAPER, frames=_PAPER, pretraining_data=_PAPER),
+)
+
+
 def _register(method: str) -> None:
     m = _METHODS[method]
     register_model(ModelCfg(
@@ -147,11 +167,7 @@ def _register(method: str) -> None:
         arch=_ARCH,
         description=f"SSL4EO-S12 ViT-S/16 encoder, {m['title']}-pretrained on Sentinel-2 L1C (13 bands), "
                     f"{m['positions']} position embedding",
-        bands=S2_L1C_BANDS,
-        mean=(0.0,) * len(S2_L1C_BANDS),
-        std=(1.0,) * len(S2_L1C_BANDS),
-        input_scale="Sentinel-2 L1C digital numbers divided by 10000 (SSL4EO-S12 README, torchgeo transforms); "
-                    "no further standardisation (mean 0, std 1)",
+        spec=_SPEC,
         pooled="class token after the final norm",
         checkpoint=m["checkpoint"],
         weights_url=m["weights_url"],

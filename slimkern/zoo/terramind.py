@@ -35,10 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..bands import ESA_S2, S2_L2A_BANDS
 from ..blocks import BlockSpec
 from ..flops import patch_embed_flops
 from ..model import SlimModel
 from ..registry import CheckpointFormat, ModelCfg, register_model
+from ..spec import InputSpec, Source, cite
 from .pos_embed import sincos_2d
 
 #: TerraMind's key for the raw (untokenised) Sentinel-2 L2A modality.
@@ -184,17 +186,23 @@ class TerraMind(SlimModel):
         return converted
 
 
-_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 # terramind_register.py v1_pretraining_mean/std['untok_sen2l2a@224']
 _MEAN = (1390.458, 1503.317, 1718.197, 1853.91, 2199.1, 2779.975, 2987.011, 3083.234, 3132.22, 3162.988, 2424.884,
          1857.648)
 _STD = (2106.761, 2141.107, 2038.973, 2134.138, 2085.321, 1889.926, 1820.257, 1871.918, 1753.829, 1797.379, 1434.261,
         1334.311)
-_INPUT_SCALE = ("raw Sentinel-2 L2A digital numbers (surface reflectance x 10000) of the 12 L2A bands in order; "
-                "normalize() standardises with TerraMind v1's pre-training statistics (TerraTorch "
-                "terramind_register.py v1_pretraining_mean/std). TerraTorch's data_constants.py lists the same std "
-                "with every mean + 1000, for data that keeps the +1000 offset of processing baseline >= 04.00: "
-                "subtract 1000 from such data first")
+# Statistics of offset-free DN: TerraTorch's data_constants.py lists the same std with every mean + 1000, for data
+# that keeps the +1000 offset of processing baseline >= 04.00 (prepare(..., add_offset=-1000) removes it).
+_REGISTER = Source("code", "IBM/terratorch@85467a9f terratorch/models/backbones/terramind/model/terramind_register.py "
+                           "(PRETRAINED_BANDS, v1_pretraining_mean/std['untok_sen2l2a@224'], 224 px, patch 16)")
+_PAPER = Source("paper", "Jakubik et al., TerraMind, ICCV 2025 (arXiv:2504.11171): TerraMesh, 10 m")
+_SPEC = InputSpec(
+    sensor="Sentinel-2 L2A", bands=S2_L2A_BANDS, wavelengths=ESA_S2, unit="DN", quantification=10000.0, scale=1.0,
+    offset=0.0, normalization="standardize", mean=_MEAN, std=_STD, image_size=224, patch_size=16, gsd_m=10.0,
+    frames=1, pretraining_data="TerraMesh",
+    sources=cite(sensor=_REGISTER, bands=_REGISTER, units=_REGISTER, normalization=_REGISTER, image_size=_REGISTER,
+                 patch_size=_REGISTER, gsd_m=_PAPER, frames=_PAPER, pretraining_data=_PAPER),
+)
 
 _CHECKPOINT = CheckpointFormat(
     container_keys=(),  # the HF .pt file is the flat state dict of the whole 4M model
@@ -215,10 +223,7 @@ def _register(size: str, dim: int, depth: int, num_heads: int) -> None:
                            mlp_ratio=4.0, norm_eps=1e-6),
         description=f"TerraMind 1.0 {size} encoder (4M-style any-to-any pre-training on TerraMesh) with the raw "
                     "Sentinel-2 L2A patch embedding, 224 px, patch 16, bias-free SwiGLU blocks",
-        bands=_BANDS,
-        mean=_MEAN,
-        std=_STD,
-        input_scale=_INPUT_SCALE,
+        spec=_SPEC,
         pooled="mean over all patch tokens after the final encoder norm (no class token; TerraTorch's "
                "ClassificationHead pooling of the backbone's last output)",
         checkpoint=_CHECKPOINT,

@@ -117,7 +117,7 @@ def test_npy_float_dtypes_and_byte_orders_are_cast(app, model, dtype):
 
 
 def test_normalize_flag_takes_raw_values(app, model):
-    raw = torch.rand(2, 3, 224, 224)  # RGB / 255, as input_scale says
+    raw = torch.rand(2, 3, 224, 224)  # RGB / 255: the model units of model.spec
     r = post(app, npy(raw.numpy()), NPY, params={"width": 0.5, "normalize": "true"})
     assert r.status_code == 200, r.text
     assert torch.equal(from_npy(r.content), model.run(model.normalize(raw), 0.5))

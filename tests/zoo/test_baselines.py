@@ -183,7 +183,8 @@ def test_registry_names_and_metadata():
     for name, alias in TIMM.items():
         cfg = slimkern.registry.get_cfg(name)
         assert slimkern.registry.get_cfg(alias) is cfg
-        assert cfg.bands == ("R", "G", "B") and cfg.mean == (0.485, 0.456, 0.406) and "255" in cfg.input_scale
+        assert cfg.bands == ("R", "G", "B") and cfg.mean == (0.485, 0.456, 0.406)
+        assert cfg.spec.scale == 1 / 255 and cfg.spec.unit == "DN"
         assert cfg.arch.img_size == 224
     assert slimkern.registry.get_cfg("dinov2_vitb14").arch.pos_embed_size == 518
 

@@ -227,13 +227,15 @@ class OfficialPrithvi(nn.Module):
             patch_pos = F.interpolate(patch_pos, size=grid, mode="bicubic", align_corners=True)
             pos = patch_pos.permute(0, 2, 3, 1).reshape(-1, d)
         tokens = tokens + pos
-        if self.tl:
-            # TerraTorch computes these tables in the coordinates' float dtype; float64 here
+        # TerraTorch skips each encoding whose input is absent; it computes the tables in the coordinates' float
+        # dtype (float64 here)
+        if self.tl and temporal_coords is not None:
             time = np.asarray(temporal_coords, dtype=float)
             year = official_table(d // 2, time[:, :, 0]).reshape(*time.shape[:2], -1)
             day = official_table(d - d // 2, time[:, :, 1]).reshape(*time.shape[:2], -1)
             per_frame = self.temporal_embed_enc.scale * torch.from_numpy(np.concatenate([year, day], axis=-1))
             tokens = tokens + torch.repeat_interleave(per_frame, tokens.shape[1] // frames, dim=1)
+        if self.tl and location_coords is not None:
             place = np.asarray(location_coords, dtype=float)
             lat = official_table(d // 2, place[:, 0]).reshape(len(place), 1, -1)
             lon = official_table(d - d // 2, place[:, 1]).reshape(len(place), 1, -1)
@@ -355,13 +357,18 @@ def test_wrong_rank():
         tiny("prithvi_eo_v2_300").run(torch.randn(6, 224, 224))
 
 
-def test_missing_time_or_location():
+@pytest.mark.parametrize("given", [(), ("temporal_coords",), ("location_coords",)])
+def test_tl_without_time_or_location_skips_that_encoding(given):
+    # TerraTorch's PrithviViT adds each encoding only when its coordinates are given (inputs without metadata)
     model = tiny("prithvi_eo_v2_300_tl")
-    x = images(model, 1)
-    with pytest.raises(TypeError, match=r"needs temporal_coords: \[B, T, 2\] = \(year, day of year\) per frame"):
-        model.run(x, location_coords=PLACE[:1])
-    with pytest.raises(TypeError, match=r"needs location_coords: \[B, 2\] = \(latitude, longitude\)"):
-        model.run(x, temporal_coords=TIME[:1])
+    x = images(model, 2)
+    inputs = {k: v for k, v in coords(model).items() if k in given}
+    with torch.no_grad():
+        want = OfficialPrithvi(model)(x, **inputs)
+    got = model.run(x, 1.0, output="tokens", **inputs)
+    assert rel_error(got, want) < 1e-5
+    full = model.run(x, 1.0, output="tokens", **coords(model))
+    assert rel_error(got, full) > 1e-3  # the encodings that were given (or skipped) matter
 
 
 def test_time_and_location_refused_by_plain_models():

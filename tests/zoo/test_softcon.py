@@ -205,7 +205,7 @@ def test_registry_metadata():
     s2 = slimkern.registry.get_cfg("softcon_vitb14_s2")
     assert s2.bands[8] == "B8A" and len(s2.bands) == 13 and s2.mean[10] == 22.0 and s2.std[10] == 47.5
     s1 = slimkern.registry.get_cfg("softcon_vits14_s1")
-    assert s1.bands == ("VV", "VH") and s1.mean == (-12.59, -20.26) and "decibels" in s1.input_scale
+    assert s1.bands == ("VV", "VH") and s1.mean == (-12.59, -20.26) and s1.spec.unit == "dB"
     for name in NAMES:
         arch = slimkern.registry.get_cfg(name).arch
         assert (arch.patch_size, arch.pos_grid, arch.layer_scale, arch.interpolate_offset) == (14, 16, True, 0.1)

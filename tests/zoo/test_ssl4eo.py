@@ -292,7 +292,7 @@ def test_registry_names_and_metadata():
         assert slimkern.registry.get_cfg(name.replace("ssl4eo_", "ssl4eo_s12_")) is cfg
         assert cfg.bands == ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
                              "B12")
-        assert "divided by 10000" in cfg.input_scale and set(cfg.mean) == {0.0} and set(cfg.std) == {1.0}
+        assert cfg.spec.scale == 1e-4 and cfg.spec.unit == "DN" and set(cfg.mean) == {0.0} and set(cfg.std) == {1.0}
 
 
 def test_bad_inputs(models):
