@@ -57,7 +57,7 @@ def run(model_name: str, weights: str | None, widths: list[float], batches: list
               "machine": machine("cpu"), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
               "date": datetime.date.today().isoformat(), "full_state_dict_bytes": state_bytes,
               "checkpoint_bytes": os.path.getsize(weights) if weights else None, "repeats": repeats, "rows": [],
-              "exports": []}
+              "exports": [], "load_average_start": os.getloadavg()[0]}
     for width in widths:
         runtimes = {}
         for fmt in formats:
@@ -80,6 +80,7 @@ def run(model_name: str, weights: str | None, widths: list[float], batches: list
                 row.update({f"{name}_min_ms": fastest, f"{name}_median_ms": median})
             row.update({f"{fmt}_vs_run": times[fmt][0] / times["run"][0] for fmt in runtimes})
             result["rows"].append(row)
+            result["load_average_end"] = os.getloadavg()[0]
             if progress is not None:
                 progress(result)
         del runtimes
@@ -95,7 +96,9 @@ def markdown(result: dict) -> str:
     lines = [f"# {result['model']} exports vs run(), {result['machine']}, {result['cpu_threads']} threads, "
              f"torch {result['torch']}, {result['date']}", "",
              f"Latency in ms, minimum / median of {result['repeats']} interleaved rounds. The machine (2 cores) was "
-             "shared with other engineers' jobs throughout, so medians carry their load; the minimum is each "
+             f"shared with other engineers' jobs throughout (1-minute load average {result['load_average_start']:.1f} "
+             f"at the start, {result.get('load_average_end', float('nan')):.1f} at the end), so medians carry their "
+             "load; the minimum is each "
              "runtime's least disturbed call, and the ratios (minimum over run()'s minimum, same rounds) are what to "
              "read.", ""]
     cols = ["width", "plan", "rel FLOPs", "batch", "run()", *fmts, *[f"{f} / run" for f in fmts]]
