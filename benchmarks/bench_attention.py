@@ -47,11 +47,11 @@ def test_attention(benchmark, shape, tokens, width, batch, provider):
         from slimkern.backends.triton import attention
 
         def fn():
-            return attention(q, k, v, scale=scale, out_layout="bnjh")
+            return attention(q, k, v, scale=scale)
     else:
         attention = cuda_op("attention")
 
         def fn():
-            return attention(q, k, v, scale=scale, out_layout="bnjh")
+            return attention(q, k, v, scale=scale)
 
     timed(benchmark, fn, flops, shape=shape, tokens=tokens, width=width, batch=batch, provider=provider, d_k=kept)

@@ -5,9 +5,9 @@
 The core of it::
 
     model = slimkern.load("satmae", weights=path)        # one stored copy of the weights
-    x = model.normalize(images)                          # [B, 3, 224, 224], RGB in [0, 1]
-    emb = model.run(x, width=0.1)                        # [B, 1024] at ~11 % of the FLOPs
-    print(model.validate(x, width=0.1))                  # error vs the float64 reference path
+    p = model.prepare(pixels, bands=["R", "G", "B"], units="DN")   # [B, 3, 224, 224] 8-bit -> model input
+    emb = model.run(p.x, width=0.1)                      # [B, 1024] at ~11 % of the FLOPs
+    print(model.validate(p.x, width=0.1))                # error vs the float64 reference path
 """
 
 import sys

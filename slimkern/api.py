@@ -12,6 +12,7 @@ import torch
 from .backends import select_backend
 from .checkpoints import check_state_dict, read_checkpoint, unwrap_state_dict
 from .model import SlimModel
+from .provenance import file_sha256
 from .registry import ModelCfg, get_cfg
 
 RANDOM_SEED = 0
@@ -61,7 +62,11 @@ def load(name: str, weights: str | os.PathLike | Mapping | None = None, *, devic
     else:
         source = "state dict" if isinstance(weights, Mapping) else f"checkpoint {os.fspath(weights)!r}"
         obj = weights if isinstance(weights, Mapping) else read_checkpoint(weights)
-
+        if isinstance(weights, Mapping):
+            model.checkpoint_name = "state dict (in memory)"
+        else:  # hashed once, here: provenance records which file every embedding came from
+            model.checkpoint_sha256 = file_sha256(weights)
+            model.checkpoint_name = os.path.basename(os.fspath(weights))
         state = model.convert_checkpoint(unwrap_state_dict(obj, cfg.checkpoint, source))
         check_state_dict(state, {k: p.shape for k, p in model.named_parameters()}, f"{source} for {name!r}")
         model.load_state_dict(state, strict=True, assign=True)

@@ -1,5 +1,5 @@
 """The ``slimkern`` command: ``list``, ``info NAME``, ``flops NAME --widths ...``, ``demo``, ``serve NAME``,
-``sweep [NAME]``, ``plot DIR...`` and ``export NAME``."""
+``sweep [NAME]``, ``plot DIR...``, ``train NAME`` and ``export NAME``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import sys
 
 from . import demo
 from .api import build_meta
-from .backends import list_backends
+from .backends import describe_backends
 from .plan import MODES, PAPER_WIDTHS
+from .prepare import RAW_UNITS
 from .registry import get_cfg, list_models
 
 INFO_WIDTHS = (1.0, 0.5, 0.25, 0.1, 0.01, 0.001)
@@ -32,6 +33,14 @@ def parse_bands(text: str) -> tuple[int, ...]:
         return tuple(int(b) for b in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--bands takes 0-based indices like 3,2,1; got {text!r}") from None
+
+
+def parse_band_names(text: str) -> tuple[str, ...]:
+    """``--band-names B04,B03,B02``: the names of each image file's bands, in order."""
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"--band-names takes names like B04,B03,B02; got {text!r}")
+    return names
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -92,8 +101,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"  checkpoint     {cfg.weights_url or '-'} (container keys {list(cfg.checkpoint.container_keys)}, "
         f"dropped prefixes {list(cfg.checkpoint.drop_prefixes)})",
         f"  paper          {cfg.paper or '-'}",
-        "  backends       " + ", ".join(f"{n}: {'available' if why is None else why}"
-                                         for n, why in list_backends().items()),
+        "  backends       " + "\n                 ".join(f"{n}: {line}" for n, line in describe_backends().items()),
         "",
     ]
     print("\n".join(lines))
@@ -179,8 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--geobench-bands", default=None, help="GEO-Bench band names, comma-separated")
     p.add_argument("--dataset-name", default=None, help="name in the result files (default: the data folder's)")
     p.add_argument("--bands", type=parse_bands, default=None, help="0-based band indices to take, e.g. 3,2,1")
-    p.add_argument("--scale", type=float, default=None, help="factor from stored pixel values to the model's "
-                   "input scale (default: from the model's metadata, e.g. 1/255 for 8-bit RGB)")
+    p.add_argument("--band-names", type=parse_band_names, default=None,
+                   help="names of the stored bands in file order, e.g. B01,B02,...,B12 (JPEG/PNG: R,G,B); the "
+                        "model's bands are then selected and ordered by name")
+    p.add_argument("--units", choices=RAW_UNITS, default=None,
+                   help="what the stored values are (default: the model's unit, e.g. DN: 8-bit pixels, Sentinel-2 "
+                        "reflectance x 10000)")
     p.add_argument("--widths", type=parse_widths, default=PAPER_WIDTHS, help="'paper' (default) or a list")
     p.add_argument("--mode", choices=MODES, default="attn+ffn")
     p.add_argument("--probe", choices=("knn", "linear", "both"), default="both")
@@ -196,7 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="plot sweep folders (one line per folder) as PNG and SVG")
     p.add_argument("folders", nargs="+", help="folders written by `slimkern sweep`")
     p.add_argument("--out", default=None, help="where the plots go (default: the only folder given)")
+    p.add_argument("--names", default=None, help="legend names, comma-separated, one per folder (default: models)")
     p.set_defaults(func=cmd_plot)
+
+    from .train import command as train
+
+    p = sub.add_parser("train", help="slimmable fine-tuning (sandwich rule + in-place distillation); writes the "
+                       "official checkpoint layout")
+    train.add_arguments(p)
+    p.set_defaults(func=train.run)
 
     from .serving import command as serve  # FastAPI and uvicorn are imported only when `serve` runs
 

@@ -42,7 +42,9 @@ def run_demo(model_name: str = "satmae", weights: str | None = None, batch: int 
         warnings.simplefilter("ignore" if weights is None else "default")
         model = slimkern.load(model_name, weights=weights, device=device, backend=backend)
     images, classes = eurosat_sample(batch, size=model.cfg.arch.img_size)
-    x = model.normalize(images.to(device))
+    # EuroSAT RGB: Sentinel-2 B04, B03, B02 as 8-bit pixels, here scaled to [0, 1]
+    prepared = model.prepare(images, bands=("R", "G", "B"), units="reflectance")
+    x = prepared.x
     print(f"model {model.cfg.name}: {model.cfg.description}")
     print(f"weights: {weights or 'random (no --weights given; outputs carry no pretrained meaning)'}")
     print(f"input: {batch} EuroSAT images ({', '.join(classes)}) at {tuple(x.shape[2:])} px, device {device}, "
@@ -53,8 +55,8 @@ def run_demo(model_name: str = "satmae", weights: str | None = None, batch: int 
     rows = []
     for width in WIDTHS:
         block = model.plan(width).blocks[0]
-        latency = median_latency(lambda w=width: model.run(x, w), repeats)
-        report = model.validate(x[:1], width)  # the float64 reference is slow: one image
+        latency = median_latency(lambda w=width: model.run(x, w, **prepared.inputs), repeats)
+        report = model.validate(x[:1], width, **prepared.inputs)  # the float64 reference is slow: one image
         row = {"width": width, "d_k": block.head_dim, "d_h": block.mlp_hidden,
                "relative_flops": model.relative_flops(width), "latency_ms": latency * 1e3,
                "max_abs_error": report.max_abs_error, "rel_error": report.rel_error, "ok": report.ok}

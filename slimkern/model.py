@@ -9,19 +9,19 @@ the public API and the input checks live here. A family with several encoders (C
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from . import checks
 from .backends import Backend, select_backend
 from .blocks import Block, BlockSpec, norm_params
 from .flops import stack_flops
-from .plan import SlimPlan, check_mode, check_width, make_plan
+from .plan import SlimPlan, check_mode, make_plan
 from .registry import ModelCfg
 from .spec import InputSpec
-
-OUTPUTS = ("pooled", "tokens")
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,9 @@ class ValidationReport:
 class SlimModel(nn.Module):
     """A slimmable encoder. Build it with :func:`slimkern.load`.
 
-    >>> model = slimkern.load("satmae")                       # doctest: +SKIP
-    >>> emb = model.run(model.normalize(images), width=0.1)   # [B, 1024], ~11 % of the FLOPs
+    >>> model = slimkern.load("satmae")                                           # doctest: +SKIP
+    >>> p = model.prepare(pixels, bands=["R", "G", "B"], units="DN")             # doctest: +SKIP
+    >>> emb = model.run(p.x, width=0.1, **p.inputs)   # [B, 1024], ~11 % of the FLOPs
     """
 
     #: Tokens before the patch tokens (class token, registers).
@@ -73,7 +74,10 @@ class SlimModel(nn.Module):
         self.blocks = nn.ModuleList(Block(spec) for spec in block_specs)
         self.norm = norm_params(dim) if final_norm else None
         self._block_dims = tuple((s.num_heads, s.head_dim, s.mlp_hidden) for s in block_specs)
-        self.backend_name = "auto"
+        self._backend: tuple[tuple, Backend] | None = None  # ((name, device, dtype), the backend resolved for them)
+        self._backend_name = "auto"
+        self.checkpoint_sha256: str | None = None  # set by slimkern.load from the weights file
+        self.checkpoint_name = "random weights"
 
     # -- what a family provides -------------------------------------------------------------------
     def embed(self, x: torch.Tensor, **inputs) -> torch.Tensor:
@@ -159,44 +163,113 @@ class SlimModel(nn.Module):
         return self.cfg.spec
 
     @property
+    def backend_name(self) -> str:
+        """The requested backend: ``"auto"`` or a backend's name; setting it resolves the backend."""
+        return self._backend_name
+
+    @backend_name.setter
+    def backend_name(self, name: str) -> None:
+        self._backend_name = name
+        self._resolve_backend()
+
+    @property
     def backend(self) -> Backend:
-        """The backend that runs the blocks for the model's current device and dtype."""
-        return select_backend(self.backend_name, self.device, self.dtype)
+        """The backend that runs the blocks for the model's current device and dtype.
+
+        Resolved when the model is loaded, moved or cast (``.to()``, ``.cuda()``, ``.half()``, ...) or its
+        ``backend_name`` is set, not on every call; a model whose parameters changed device or dtype some other way
+        (``load_state_dict(assign=True)``) is resolved again on its next call.
+        """
+        key = (self._backend_name, self.device, self.dtype)
+        if self._backend is None or self._backend[0] != key:
+            self._backend = (key, select_backend(*key))
+            self._backend[1].prepare()
+        return self._backend[1]
+
+    def _resolve_backend(self) -> None:
+        self._backend = None
+        if self.device.type != "meta":  # an architecture without weights (build_meta, before loading) runs nothing
+            self.backend  # noqa: B018  (raises now, with every backend's reason, if none can run the model)
+
+    def _apply(self, fn, *args, **kwargs):
+        # every move or cast (.to, .cuda, .half, .float, to_empty, ...) goes through here: resolve for the new place,
+        # but leave a failure (no backend for this device/dtype) to the next call, as nn.Module moves never raise
+        module = super()._apply(fn, *args, **kwargs)
+        try:
+            self._resolve_backend()
+        except NotImplementedError:
+            self._backend = None
+        return module
 
     # -- the public API --------------------------------------------------------------------------
     def plan(self, width: float = 1.0, mode: str = "attn+ffn") -> SlimPlan:
         """Per-block ``d_k'`` and ``d_h'`` at ``width`` (paper rule ``max(1, int(width * d))``)."""
         return make_plan(width, mode, self._block_dims)
 
+    def check_inputs(self, x: torch.Tensor, width: float | Iterable[float] | None = None, *, mode: str = "attn+ffn",
+                     output: str = "pooled", check: str = "error", **inputs) -> float | list[float] | None:
+        """Check one call's inputs, each fact once, before any computation; return the width(s) as floats.
+
+        The checks (:mod:`slimkern.checks`), in order: width(s) in (0, 1] (a sequence for :meth:`run_widths`;
+        ``None`` when a serving budget picks it later), mode, output, the model's own extra inputs, ``x`` a
+        tensor of an accepted rank with the model's bands and at least one image, its dtype and device, its image
+        size, finite values (the one check that reads every value), and the plausibility of the values against the
+        input contract (``check``: ``"error"``, ``"warn"`` or ``"off"``; :mod:`slimkern.input_check`).
+        :meth:`run`, :meth:`reference`, :meth:`validate`, :meth:`run_widths` and the serving engine and server call
+        it exactly once per call.
+
+        Raises:
+            TypeError: wrong types, dtype or unexpected extra inputs. ValueError: anything else, with what is
+            expected.
+        """
+        widths = checks.check_widths(width)
+        check_mode(mode)
+        checks.check_output(output)
+        checks.check_extra_inputs(self, inputs)
+        self.check_tensor(x)
+        self.check_image_size(x.shape[-2], x.shape[-1])
+        checks.check_finite(self.cfg.name, x)
+        checks.check_plausible(self, x, inputs, check)
+        return widths
+
+    def check_tensor(self, x: torch.Tensor, *, check_dtype: bool = True) -> None:
+        """``x`` a tensor of an accepted rank with the model's bands, at least one image, on the model's device and
+        (unless ``check_dtype`` is false, as for :meth:`normalize`'s raw input) in its dtype."""
+        checks.check_tensor(self, x)
+        if check_dtype:
+            checks.check_dtype(self, x)
+        checks.check_device(self, x)
+
     def run(self, x: torch.Tensor, width: float = 1.0, *, mode: str = "attn+ffn", output: str = "pooled",
-            **inputs) -> torch.Tensor:
+            check: str = "error", **inputs) -> torch.Tensor:
         """Embed normalised images ``x`` ``[B, C, H, W]`` with every block slimmed to ``width``.
 
         Args:
-            x: normalised input (see :meth:`normalize`), on the model's device, in its dtype.
+            x: normalised input (see :meth:`prepare`), on the model's device, in its dtype.
             width: slimming factor ``s`` in (0, 1]; 1.0 is the unslimmed model.
             mode: ``"attn+ffn"`` (both), ``"attn"`` (attention only) or ``"ffn"`` (FFN only).
             output: ``"pooled"`` -> ``[B, d]`` (the model's classification embedding) or
                 ``"tokens"`` -> ``[B, N, d]`` (final-normed sequence, prefix tokens included).
+            check: ``"error"`` (default): raw-looking input (DN, 8-bit pixels, a constant band, wavelengths in
+                other units) raises ``ValueError``; ``"warn"``: warns; ``"off"``: no such check.
             **inputs: model-specific inputs (none for plain ViTs).
         """
-        check_width(width)
-        check_mode(mode)
-        self._check_call(x, output, inputs)
-        backend = self.backend
+        width = self.check_inputs(x, width, mode=mode, output=output, check=check, **inputs)
         with torch.no_grad():
-            return self.encode(x, width, mode, output, backend, **inputs)
+            return self.encode(x, width, mode, output, self.backend, **inputs)
 
     forward = run
 
     def reference(self, x: torch.Tensor, width: float = 1.0, *, mode: str = "attn+ffn", output: str = "pooled",
-                  dtype: torch.dtype = torch.float64, **inputs) -> torch.Tensor:
+                  dtype: torch.dtype = torch.float64, check: str = "error", **inputs) -> torch.Tensor:
         """The plain PyTorch reference path (materialised slices, explicit attention), in ``dtype``."""
+        width = self.check_inputs(x, width, mode=mode, output=output, check=check, **inputs)
+        return self._reference(x, width, mode, output, dtype, inputs)
+
+    def _reference(self, x: torch.Tensor, width: float, mode: str, output: str, dtype: torch.dtype,
+                   inputs: dict) -> torch.Tensor:
         from .reference import REFERENCE
 
-        check_width(width)
-        check_mode(mode)
-        self._check_call(x, output, inputs)
         with torch.no_grad():
             return self.encode(x.to(dtype), width, mode, output, REFERENCE, **inputs)
 
@@ -205,7 +278,8 @@ class SlimModel(nn.Module):
         """The forward pass after the input checks, computed in ``x.dtype``: stem, blocks, final norm, pooling.
 
         ``blocks`` runs the transformer blocks and norms: the model's backend (:meth:`run`) or the reference
-        path (:meth:`reference`). Families with several encoders override this method.
+        path (:meth:`reference`). Families with several encoders override this method. It checks nothing: call
+        it on inputs that passed :meth:`check_inputs` (as ``run`` does), or from traced code (export, CUDA graphs).
         """
         bias = self.attention_bias(x.shape[-2], x.shape[-1], x.dtype)
         return self._encode_stem(self.embed(x, **inputs), self.plan(width, mode), bias, output, blocks)
@@ -219,34 +293,34 @@ class SlimModel(nn.Module):
         return self.pool(tokens) if output == "pooled" else tokens
 
     def run_widths(self, x: torch.Tensor, widths, *, mode: str = "attn+ffn", output: str = "pooled",
-                   **inputs) -> dict[float, torch.Tensor]:
+                   check: str = "error", **inputs) -> dict[float, torch.Tensor]:
         """:meth:`run` at every width of ``widths``, with the unslimmed stem computed once.
 
         The stem (patch embedding, positions, class token) is the same at every width, so a width sweep
         embeds ``x`` once and runs only the blocks, the final norm and the pooling per width. Returns
         ``{float(width): output}`` in the order of ``widths``, each equal to ``run(x, width, ...)``. Families
-        that override :meth:`encode` (several encoders, e.g. CROMA) fall back to one :meth:`run` per width.
+        that override :meth:`encode` (several encoders, e.g. CROMA) run it once per width.
         """
-        widths = [check_width(w) for w in widths]
-        check_mode(mode)
-        self._check_call(x, output, inputs)
-        if type(self).encode is not SlimModel.encode:
-            return {w: self.run(x, w, mode=mode, output=output, **inputs) for w in widths}
+        widths = self.check_inputs(x, list(widths), mode=mode, output=output, check=check, **inputs)
         backend = self.backend
         with torch.no_grad():
+            if type(self).encode is not SlimModel.encode:
+                return {w: self.encode(x, w, mode, output, backend, **inputs) for w in widths}
             stem = self.embed(x, **inputs)
             bias = self.attention_bias(x.shape[-2], x.shape[-1], x.dtype)
             return {w: self._encode_stem(stem, self.plan(w, mode), bias, output, backend) for w in widths}
 
     def validate(self, x: torch.Tensor, width: float = 1.0, *, mode: str = "attn+ffn", output: str = "pooled",
-                 **inputs) -> ValidationReport:
+                 check: str = "error", **inputs) -> ValidationReport:
         """Run the fast path and the float64 reference on ``x`` and report their difference."""
-        fast = self.run(x, width, mode=mode, output=output, **inputs).double()
-        ref = self.reference(x, width, mode=mode, output=output, **inputs)
-        diff = fast - ref
+        width = self.check_inputs(x, width, mode=mode, output=output, check=check, **inputs)
         backend = self.backend
+        with torch.no_grad():
+            fast = self.encode(x, width, mode, output, backend, **inputs).double()
+        ref = self._reference(x, width, mode, output, torch.float64, inputs)
+        diff = fast - ref
         return ValidationReport(
-            width=float(width), mode=mode, backend=backend.name, dtype=self.dtype,
+            width=width, mode=mode, backend=backend.name, dtype=self.dtype,
             max_abs_error=diff.abs().max().item(),
             rel_error=(diff.norm() / ref.norm()).item(),
             tolerance=backend.tolerances[self.dtype],
@@ -268,12 +342,29 @@ class SlimModel(nn.Module):
         """``flops(width) / flops(1.0)``: the paper's relative compute."""
         return self.flops(width, mode=mode, image_size=image_size) / self.flops(1.0, mode=mode, image_size=image_size)
 
+    def prepare(self, raw, *, bands, units: str | None = None, gsd: float | None = None, size=None,
+                add_offset: float = 0.0, stats=None):
+        """Raw sensor values with named bands -> the input this checkpoint expects (see :mod:`slimkern.prepare`).
+
+        Returns a :class:`~slimkern.prepare.Prepared`: ``run(p.x, width, **p.inputs)``.
+        """
+        from .prepare import prepare
+
+        return prepare(self, raw, bands=bands, units=units, gsd=gsd, size=size, add_offset=add_offset, stats=stats)
+
+    def provenance(self, *, width: float | None = None, mode: str | None = None, prepared=None) -> dict:
+        """Run metadata for an embedding: model, checkpoint hash, width, mode, input contract used, dtype, device,
+        backend and library versions (see :mod:`slimkern.provenance`)."""
+        from .provenance import provenance
+
+        return provenance(self, width=width, mode=mode, prepared=prepared)
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """``(x - mean) / std`` per band, with the spec's statistics (identity where they come from the data).
 
         ``x`` must be in model units (the spec's ``(DN + offset) * scale``, e.g. 8-bit RGB divided by 255).
         """
-        self._check_tensor(x, check_dtype=False)
+        self.check_tensor(x, check_dtype=False)
         if not x.is_floating_point():
             raise TypeError(f"normalize expects a floating-point tensor in model units ((DN + {self.spec.offset:g}) "
                             f"* {self.spec.scale:g}), got {x.dtype}")
@@ -292,38 +383,6 @@ class SlimModel(nn.Module):
         height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         self.check_image_size(height, width)
         return height, width
-
-    def _check_tensor(self, x: torch.Tensor, check_dtype: bool = True) -> None:
-        name = self.cfg.name
-        layouts = " or ".join({4: "[B, C, H, W]", 5: "[B, C, T, H, W]"}[r] for r in self.input_ranks)
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name}: x must be a torch.Tensor {layouts}, got {type(x).__name__}")
-        if x.dim() not in self.input_ranks:
-            raise ValueError(f"{name}: x must be {layouts}, got shape {tuple(x.shape)}")
-        bands = self.cfg.bands
-        if not self.any_band_count and x.shape[1] != len(bands):
-            raise ValueError(f"{name}: x has {x.shape[1]} bands (shape {tuple(x.shape)}), expected {len(bands)} "
-                             f"in this order: {', '.join(bands)}")
-        if x.shape[0] == 0:
-            raise ValueError(f"{name}: x is an empty batch (shape {tuple(x.shape)})")
-        if check_dtype and x.dtype != self.dtype:
-            raise TypeError(f"{name}: x is {x.dtype} but the model runs in {self.dtype}; "
-                            f"convert with x.to({self.dtype}) (or load the model with dtype={x.dtype})")
-        if x.device != self.device:
-            raise ValueError(f"{name}: x is on {x.device} but the model is on {self.device}; use x.to('{self.device}')")
-
-    def _check_call(self, x: torch.Tensor, output: str, inputs: dict) -> None:
-        if output not in OUTPUTS:
-            raise ValueError(f"unknown output {output!r}; expected one of {', '.join(map(repr, OUTPUTS))}")
-        unknown = sorted(set(inputs) - set(self.extra_inputs))
-        if unknown:
-            takes = f"takes {', '.join(self.extra_inputs)}" if self.extra_inputs else "takes no extra inputs"
-            raise TypeError(f"{self.cfg.name} {takes}; got unexpected {', '.join(unknown)}")
-        self._check_tensor(x)
-        self.check_image_size(x.shape[-2], x.shape[-1])
-        if not bool(torch.isfinite(x).all()):
-            bad = int((~torch.isfinite(x)).sum())
-            raise ValueError(f"{self.cfg.name}: x contains {bad} NaN or Inf values; clean or mask the input first")
 
     def extra_repr(self) -> str:
         spec = self.blocks[0].spec

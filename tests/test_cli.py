@@ -64,3 +64,14 @@ def test_flops_all_models(capsys):
 def test_flops_needs_a_name_or_all(capsys):
     assert main(["flops"]) == 2
     assert "--all" in capsys.readouterr().err
+
+
+def test_sweep_takes_band_names_and_units():
+    from slimkern.cli import build_parser
+
+    args = build_parser().parse_args(["sweep", "--out", "x", "--band-names", "B04, B03,B02", "--units", "reflectance"])
+    assert args.band_names == ("B04", "B03", "B02") and args.units == "reflectance"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["sweep", "--out", "x", "--band-names", "B04,,B02"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["sweep", "--out", "x", "--units", "percent"])

@@ -40,9 +40,9 @@ def main() -> int:
         q, k, v = torch.randn(3, 2, 2, 77, d, device=dev, dtype=dt)
         bias = torch.randn(2, 70, 77, device=dev)
         ops.attention(q[:, :, :70], k, v, scale=d**-0.5, bias=bias)
-        ops.attention(q, k, v, scale=d**-0.5, out_layout="bhnd")
+        ops.attention(q, k, v, scale=d**-0.5)
     x = torch.randn(197, 770, device=dev, dtype=dt)[:, :768]
-    ops.layer_norm(x, x[0], x[1], 1e-6, residual=x)
+    ops.layer_norm(x, x[0], x[1], 1e-6)
     model = tiny_model(img_size=64, device=dev, dtype=dt, backend="cuda")
     images = torch.randn(2, 3, 64, 64, device=dev, dtype=dt)
     for width in (1.0, 0.1):

@@ -48,7 +48,8 @@ def sweep_command(args: argparse.Namespace) -> int:
           f"mode {args.mode}, probes {args.probe}, {args.seeds} seeds -> {args.out}")
     summary = run_sweep(model, data, args.out, widths=args.widths, mode=args.mode, probes=PROBE_CHOICES[args.probe],
                         seeds=args.seeds, weights=weights_label, batch_size=args.batch, bands=args.bands,
-                        scale=args.scale, plot=not args.no_plot, progress=not args.quiet)
+                        band_names=args.band_names, units=args.units, plot=not args.no_plot,
+                        progress=not args.quiet)
     _print_summary(summary)
     return 0
 
@@ -70,6 +71,7 @@ def plot_command(args: argparse.Namespace) -> int:
     if args.out is None and len(args.folders) > 1:
         raise ValueError("several folders need --out DIR for the combined plots")
     out = Path(args.out or args.folders[0])
-    for path in plot_folders(args.folders, out):
+    names = args.names.split(",") if args.names else None
+    for path in plot_folders(args.folders, out, names):
         print(path)
     return 0

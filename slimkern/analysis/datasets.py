@@ -1,20 +1,22 @@
 """Labelled image sets for the width sweep: class-folder trees, multi-label lists, GEO-Bench.
 
-Every reader gives an :class:`ImageSet`: a list of images (read lazily, one at a time) with labels.
-:func:`model_batches` turns it into the model's input:
+Every reader gives an :class:`ImageSet`: a list of images (read lazily, one at a time) with labels and, where
+known, the names of the stored bands. :func:`model_batches` turns it into the model's input through
+:meth:`~slimkern.SlimModel.prepare`, so the model's input contract (``model.spec``) applies:
 
 - **Pixels as stored.** JPEG/PNG are read with PIL as RGB (8-bit; RGBA, grayscale and palette images are
   converted, 16/32-bit ones refused as they would clip at 255); GeoTIFFs with tifffile, every band. The
   band axis is the file's samples axis where it has one (GDAL/rasterio GeoTIFFs, pixel- or
   band-interleaved, so a 12-band 10 x 10 tile reads right), else the smallest axis.
-- **Bands.** ``bands`` (0-based indices into the file's bands, e.g. ``[3, 2, 1]`` for R, G, B of a
-  13-band Sentinel-2 GeoTIFF) selects and orders them; the result must have as many bands as the
-  model lists in ``cfg.bands`` (in that order), else a :class:`DataError` says both.
-- **Scale.** Stored values are multiplied by the model's ``spec.scale`` (8-bit RGB: 1/255, SSL4EO: 1e-4,
-  models on Sentinel-2 digital numbers: 1). ``scale=`` overrides the factor.
+- **Band names.** JPEG/PNG bands are ``R, G, B``; GeoTIFF bands are named by ``band_names`` (the file's bands in
+  order, e.g. ``B01, ..., B12``; CLI ``--band-names``), and then selected, reordered and checked by name. Without
+  names, ``bands`` (0-based indices into the file's bands, e.g. ``[3, 2, 1]`` for R, G, B of a 13-band
+  Sentinel-2 GeoTIFF) selects and orders them into the model's order (``model.spec.bands``); the result must
+  have as many bands as the model takes, else a :class:`DataError` says both.
+- **Units.** ``units`` says what the stored values are (``DN`` by default: 8-bit pixels, Sentinel-2 reflectance x
+  10000; or ``reflectance``, ``dB``, ``linear``); ``prepare`` scales and normalises them as the model's spec says.
 - **Size.** Images are resized to the model's input size ``cfg.arch.img_size`` (square) with bicubic
-  interpolation and antialiasing when they differ; then ``model.normalize`` applies the model's own
-  statistics.
+  interpolation and antialiasing when they differ.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model import SlimModel
+from ..prepare import Prepared
 
 RGB_SUFFIXES = (".jpg", ".jpeg", ".png")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -51,6 +54,7 @@ class ImageSet:
         items: one identifier per image (a path or ``split/index``), for messages and fingerprints.
         read: ``read(i)`` -> image ``i`` as stored, float32 ``[C, H, W]``.
         test_mask: ``[N]`` bool, True for the data set's own test split; ``None`` = split per seed.
+        bands: names of the stored bands in order (``R, G, B`` for JPEG/PNG); ``None`` = not known.
     """
 
     name: str
@@ -59,6 +63,7 @@ class ImageSet:
     items: list[str]
     read: Callable[[int], np.ndarray] = field(repr=False)
     test_mask: np.ndarray | None = None
+    bands: tuple[str, ...] | None = None
 
     @property
     def multilabel(self) -> bool:
@@ -132,7 +137,7 @@ def class_folder_dataset(root: str | Path, name: str | None = None) -> ImageSet:
         files += found
         labels += [index] * len(found)
     return ImageSet(name=name or _default_name(root), classes=tuple(classes), labels=np.array(labels),
-                    items=[str(f) for f in files], read=lambda i: read_image(files[i]))
+                    items=[str(f) for f in files], read=lambda i: read_image(files[i]), bands=_stored_bands(files))
 
 
 def multilabel_dataset(root: str | Path, labels_file: str | Path, name: str | None = None) -> ImageSet:
@@ -173,7 +178,7 @@ def multilabel_dataset(root: str | Path, labels_file: str | Path, name: str | No
     for i, (_, labels) in enumerate(rows):
         matrix[i, [classes.index(label) for label in labels]] = 1
     return ImageSet(name=name or _default_name(root), classes=tuple(classes), labels=matrix,
-                    items=[str(f) for f in files], read=lambda i: read_image(files[i]))
+                    items=[str(f) for f in files], read=lambda i: read_image(files[i]), bands=_stored_bands(files))
 
 
 def geobench_dataset(task_name: str, band_names: Sequence[str] | None = None,
@@ -210,37 +215,49 @@ def geobench_dataset(task_name: str, band_names: Sequence[str] | None = None,
                     read=read, test_mask=np.array([s == "test" for s, _ in samples]))
 
 
+def _stored_bands(files: Sequence[Path]) -> tuple[str, ...] | None:
+    """``R, G, B`` when every file is a JPEG/PNG (read as 8-bit RGB); GeoTIFF bands have no names in the file."""
+    return ("R", "G", "B") if all(f.suffix.lower() in RGB_SUFFIXES for f in files) else None
+
+
 def _default_name(root: Path) -> str:
     return root.resolve().name.replace("_", "-")
 
 
 def model_batches(data: ImageSet, model: SlimModel, batch_size: int, *, indices: Sequence[int] | None = None,
-                  bands: Sequence[int] | None = None, scale: float | None = None) -> Iterator[torch.Tensor]:
-    """Normalised model inputs ``[B, C, S, S]`` (``S = cfg.arch.img_size``) of ``data``, ``batch_size`` at a time.
+                  bands: Sequence[int] | None = None, band_names: Sequence[str] | None = None,
+                  units: str | None = None) -> Iterator[Prepared]:
+    """The model's input ``[B, C, S, S]`` (``S = cfg.arch.img_size``) for ``data``, ``batch_size`` images at a time,
+    as :class:`~slimkern.prepare.Prepared` batches (``run(p.x, **p.inputs)``).
+
+    ``band_names`` names the stored bands (default: ``data.bands``); ``bands`` picks 0-based band indices first.
 
     Raises:
-        DataError: an unreadable file (named), a band count that does not fit the model.
+        DataError: an unreadable file (named), bands that do not fit the model.
     """
-    cfg = model.cfg
-    size = cfg.arch.img_size
-    factor = model.spec.scale if scale is None else scale
+    size = model.cfg.arch.img_size
     order = range(len(data)) if indices is None else indices
+    names = band_names if band_names is not None else data.bands
     for start in range(0, len(order), batch_size):
         images = []
         for i in order[start:start + batch_size]:
             image = data.read(i)
+            if names is not None and len(names) != len(image):
+                raise DataError(f"{data.items[i]}: {len(image)} bands, but {len(names)} band names were given "
+                                f"({', '.join(names)})")
             if bands is not None:
                 if max(bands) >= len(image) or min(bands) < 0:
                     raise DataError(f"{data.items[i]}: has {len(image)} bands, cannot select band indices "
                                     f"{list(bands)}")
                 image = image[list(bands)]
-            if not model.any_band_count and len(image) != len(cfg.bands):
-                hint = "" if bands is not None else " (select them in order with bands=[...], CLI --bands)"
-                raise DataError(f"{data.items[i]}: {len(image)} bands, but {cfg.name} expects {len(cfg.bands)} "
-                                f"in this order: {', '.join(cfg.bands)}{hint}")
-            x = torch.from_numpy(image * np.float32(factor))[None]
+            if names is None and len(image) != len(model.spec.bands):
+                hint = "" if bands is not None else " (name them with band_names=[...], CLI --band-names)"
+                raise DataError(f"{data.items[i]}: {len(image)} bands, but {model.cfg.name} expects "
+                                f"{len(model.spec.bands)} in this order: {', '.join(model.spec.bands)}{hint}")
+            x = torch.from_numpy(image)[None]
             if x.shape[-2:] != (size, size):
                 x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
             images.append(x)
-        batch = torch.cat(images).to(model.device)
-        yield model.normalize(batch).to(model.dtype)
+        selected = None if names is None else [names[b] for b in bands] if bands is not None else list(names)
+        # unnamed bands were selected into the model's order by index: say so to prepare
+        yield model.prepare(torch.cat(images), bands=selected or model.spec.bands, units=units)

@@ -28,8 +28,8 @@ def chunk_path(folder: Path, index: int) -> Path:
 
 def extract_features(model: SlimModel, data: ImageSet, widths: Sequence[float], folder: str | Path, *,
                      mode: str = "attn+ffn", batch_size: int = 64, chunk_size: int = 512,
-                     bands: Sequence[int] | None = None, scale: float | None = None,
-                     progress: bool = True) -> dict[float, np.ndarray]:
+                     bands: Sequence[int] | None = None, band_names: Sequence[str] | None = None,
+                     units: str | None = None, progress: bool = True) -> dict[float, np.ndarray]:
     """Pooled features ``{width: [N, d] float32}`` of every image of ``data`` at every width.
 
     Chunks of ``chunk_size`` images already in ``folder`` (from an interrupted run) are reused; the
@@ -49,10 +49,11 @@ def extract_features(model: SlimModel, data: ImageSet, widths: Sequence[float], 
             bar.update(len(indices))
             continue
         parts: dict[float, list[np.ndarray]] = {w: [] for w in widths}
-        for x in model_batches(data, model, batch_size, indices=indices, bands=bands, scale=scale):
-            for width, out in model.run_widths(x, widths, mode=mode).items():
+        for batch in model_batches(data, model, batch_size, indices=indices, bands=bands, band_names=band_names,
+                                   units=units):
+            for width, out in model.run_widths(batch.x, widths, mode=mode, **batch.inputs).items():
                 parts[width].append(out.float().cpu().numpy())
-            bar.update(len(x))
+            bar.update(len(batch.x))
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, **{width_key(w): np.concatenate(parts[w]) for w in widths})
         os.replace(tmp, path)

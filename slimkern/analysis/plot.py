@@ -30,8 +30,12 @@ def _read_summaries(folders: Sequence[str | Path]) -> list[dict]:
     return summaries
 
 
-def _labels(summaries: list[dict]) -> list[str]:
-    """Model names, with the data set (and mode) added where they differ between folders."""
+def _labels(summaries: list[dict], names: Sequence[str] | None = None) -> list[str]:
+    """``names`` (one per folder), else model names with the data set (and mode) added where they differ."""
+    if names is not None:
+        if len(names) != len(summaries):
+            raise ValueError(f"{len(names)} legend names for {len(summaries)} folders; give one name per folder")
+        return list(names)
     labels = [s["model"] for s in summaries]
     for key in ("dataset", "mode"):
         if len({s[key] for s in summaries}) > 1:
@@ -52,15 +56,16 @@ def _percent_axis(ax) -> None:
     ax.grid(True, which="minor", alpha=0.12)
 
 
-def plot_folders(folders: Sequence[str | Path], out: str | Path) -> list[Path]:
-    """Write the plots of the sweeps in ``folders`` into ``out``; returns the written files."""
+def plot_folders(folders: Sequence[str | Path], out: str | Path, names: Sequence[str] | None = None) -> list[Path]:
+    """Write the plots of the sweeps in ``folders`` into ``out`` (legend: ``names``, one per folder, else the
+    model names); returns the written files."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     summaries = _read_summaries(folders)
-    labels = _labels(summaries)
+    labels = _labels(summaries, names)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     datasets = ", ".join(sorted({s["dataset"] for s in summaries}))

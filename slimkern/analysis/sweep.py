@@ -31,7 +31,7 @@ SUMMARY = "summary.json"
 
 
 def fingerprint(model: SlimModel, weights: str, data: ImageSet, widths: Sequence[float], mode: str,
-                bands: Sequence[int] | None, scale: float | None) -> dict:
+                bands: Sequence[int] | None, band_names: Sequence[str] | None, units: str | None) -> dict:
     """What the cached features and finished scores depend on; a resumed sweep must match it."""
     items = hashlib.sha256("\n".join(data.items).encode()).hexdigest()[:16]
     # the finished probe scores depend on the labels and split too (an edited multi-label list keeps the items)
@@ -40,7 +40,9 @@ def fingerprint(model: SlimModel, weights: str, data: ImageSet, widths: Sequence
                                        ).encode()).hexdigest()[:16]
     return {"model": model.cfg.name, "weights": weights, "dataset": data.name, "num_images": len(data),
             "items_sha256": items, "labels_sha256": labels, "widths": [width_key(w) for w in widths], "mode": mode,
-            "bands": None if bands is None else list(bands), "scale": scale}
+            "bands": None if bands is None else list(bands),
+            "band_names": list(band_names or data.bands or []) or None, "units": units,
+            "choices": {c.name: c.value for c in model.spec.choices}}
 
 
 def _load_progress(out: Path, expected: dict) -> dict:
@@ -58,8 +60,8 @@ def _load_progress(out: Path, expected: dict) -> dict:
 
 def run_sweep(model: SlimModel, data: ImageSet, out: str | Path, *, widths: Sequence[float], mode: str = "attn+ffn",
               probes: Sequence[str] = ("knn",), seeds: int = 5, weights: str = "", batch_size: int = 64,
-              bands: Sequence[int] | None = None, scale: float | None = None, plot: bool = True,
-              progress: bool = True) -> dict:
+              bands: Sequence[int] | None = None, band_names: Sequence[str] | None = None, units: str | None = None,
+              plot: bool = True, progress: bool = True) -> dict:
     """Run (or resume) the sweep of ``model`` on ``data`` into ``out``; returns the summary (also ``summary.json``).
 
     Args:
@@ -68,6 +70,8 @@ def run_sweep(model: SlimModel, data: ImageSet, out: str | Path, *, widths: Sequ
         probes: ``"knn"`` and/or ``"linear"`` (see :mod:`slimkern.analysis.probes`).
         seeds: seeds ``0 .. seeds-1`` of the train/test split and the probe.
         weights: the checkpoint's name, recorded in the results (``""`` = random weights).
+        bands, band_names, units: band selection, names and units of the stored images
+            (see :func:`~slimkern.analysis.datasets.model_batches`).
     """
     from tqdm.auto import tqdm
 
@@ -81,11 +85,17 @@ def run_sweep(model: SlimModel, data: ImageSet, out: str | Path, *, widths: Sequ
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    state = _load_progress(out, fingerprint(model, weights, data, widths, mode, bands, scale))
+    expected = fingerprint(model, weights, data, widths, mode, bands, band_names, units)
+    state = _load_progress(out, expected)
     results.write_json(out / PROGRESS, state)  # before any feature chunk: a restart must match these inputs
+    provenance = model.provenance(mode=mode)
+    provenance["input"].update(prepared=True, band_indices=expected["bands"], band_names=expected["band_names"],
+                               units=units or model.spec.unit)
+    (out / "features").mkdir(exist_ok=True)
+    results.write_json(out / "features" / "provenance.json", {**provenance, "widths": widths})
 
     features = extract_features(model, data, widths, out / "features", mode=mode, batch_size=batch_size,
-                                bands=bands, scale=scale, progress=progress)
+                                bands=bands, band_names=band_names, units=units, progress=progress)
     feature_seconds = time.perf_counter() - started
 
     todo = [(p, w, s) for p in probes for w in widths for s in range(seeds)
@@ -100,6 +110,7 @@ def run_sweep(model: SlimModel, data: ImageSet, out: str | Path, *, widths: Sequ
     results.write_json(out / PROGRESS, state)
 
     summary = _summarise(model, data, state, widths, mode, probes, seeds, weights)
+    summary["provenance"] = provenance
     summary["seconds"] = {"features": round(feature_seconds, 1), "total": round(time.perf_counter() - started, 1),
                           "note": "this invocation only (a resumed sweep reuses cached work)"}
     _write_results(out, model, data, state, widths, probes, seeds, summary)

@@ -74,8 +74,6 @@ def run(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from ..api import load
     from .exporter import export
-    from .metadata import file_sha256
-
     if args.weights is None:
         print(f"slimkern export: warning: no --weights for {args.name}, exporting deterministic random weights",
               file=sys.stderr)
@@ -85,7 +83,6 @@ def _export(args: argparse.Namespace) -> int:
     result = export(model, args.width, args.out, format=args.format, mode=args.mode, output=args.output,
                     image_size=args.image_size, frames=args.frames, bands=args.bands,
                     inputs=tuple(args.inputs) if args.inputs is not None else None, constants=dict(args.constants),
-                    checkpoint_sha256=file_sha256(args.weights) if args.weights else None,
                     verify=not args.no_verify, progress=not args.quiet)
     meta = result.metadata
     print(f"wrote {', '.join(result.files)} ({result.bytes / 2**20:.1f} MiB, {result.format}, {meta['dtype']})")

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..backends import select_backend
-from ..model import OUTPUTS, SlimModel
+from ..checks import check_output
+from ..model import SlimModel
 from ..plan import check_mode, check_width
 from . import formats
 from .dense import dense_copy
@@ -70,7 +71,8 @@ def export(model: SlimModel, width: float, path: str | os.PathLike, *, format: s
             default: those the model cannot run without, e.g. Prithvi TL's coordinates).
         constants: model-specific inputs baked into the graph: one image's value of a per-image input, or the band
             set's ``wavelengths`` / ``bandwidths``. Inputs in neither take the model's defaults.
-        checkpoint_sha256: SHA-256 of the checkpoint file, recorded in the metadata (the CLI computes it).
+        checkpoint_sha256: SHA-256 of the checkpoint file for the metadata (default: the one ``slimkern.load``
+            computed from the weights file, ``model.checkpoint_sha256``).
         verify: load the artefact in its runtime, run batches of 1 and 5 random valid inputs and compare with
             ``model.run``; on a relative error above the dtype's tolerance remove the files and raise
             :class:`VerificationError`.
@@ -78,8 +80,7 @@ def export(model: SlimModel, width: float, path: str | os.PathLike, *, format: s
     """
     width = check_width(width)
     check_mode(mode)
-    if output not in OUTPUTS:
-        raise ValueError(f"unknown output {output!r}; expected one of {', '.join(map(repr, OUTPUTS))}")
+    check_output(output)
     path = os.fspath(path)
     format = _format_of(path, format)
     formats.check_format(format, model.cfg.family, model.dtype)

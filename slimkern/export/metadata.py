@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 
 import torch
 
@@ -18,16 +17,7 @@ from .inputs import InputPlan
 #: Keys every artefact carries (read back by ``slimkern.export.read_metadata`` and the C++ example).
 KEYS = ("format", "model", "family", "checkpoint_sha256", "weights_sha256", "width", "mode", "output", "plan",
         "flops", "relative_flops", "dtype", "batch", "inputs", "constants", "output_shape", "image_size", "bands",
-        "mean", "std", "input_spec", "pooled", "slimkern_version", "torch_version")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes, read in 16 MiB pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
+        "mean", "std", "input_spec", "pooled", "provenance", "slimkern_version", "torch_version")
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -62,7 +52,7 @@ def build_metadata(model: SlimModel, *, format: str, width: float, mode: str, ou
         "format": format,
         "model": cfg.name,
         "family": cfg.family,
-        "checkpoint_sha256": checkpoint_sha256 or "",
+        "checkpoint_sha256": checkpoint_sha256 or model.checkpoint_sha256 or "",
         "weights_sha256": weights_sha256(model),
         "width": repr(float(width)),
         "mode": mode,
@@ -81,6 +71,7 @@ def build_metadata(model: SlimModel, *, format: str, width: float, mode: str, ou
         "std": json.dumps(None if spec.std is None else list(spec.std)),
         "input_spec": json.dumps(spec.to_dict()),
         "pooled": cfg.pooled if output == "pooled" else "final-normed tokens, prefix tokens included",
+        "provenance": json.dumps(model.provenance(width=width, mode=mode)),
         "slimkern_version": __version__,
         "torch_version": torch.__version__,
     }

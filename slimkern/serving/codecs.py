@@ -1,12 +1,12 @@
 """Request and response bodies of ``POST /v1/embed``: npy, safetensors or JSON, with clear errors.
 
 - ``application/x-npy``: request one array ``[B, C, H, W]`` (``numpy.save``); response the float32
-  embeddings, with width, relative_flops, plan, mode and budget in ``X-Slimkern-*`` headers.
+  embeddings, with width, relative_flops, plan, mode, budget and provenance (JSON) in ``X-Slimkern-*`` headers.
 - ``application/x-safetensors``: request a tensor named ``x``; response a float32 tensor ``embeddings``, the
   same facts in the file's metadata and in the headers.
 - ``application/json``: request ``{"x": nested lists, "width" | "flops" | "latency_ms": ..., "mode": ...,
-  "output": ..., "normalize": ...}``; response ``{"embeddings": nested lists, "shape": [...], "width": ...,
-  "relative_flops": ..., "plan": ..., "mode": ..., "budget": ...}``.
+  "output": ..., "normalize": ..., "bands": [...], "units": ...}``; response ``{"embeddings": nested lists,
+  "shape": [...], "width": ..., "relative_flops": ..., "plan": ..., "mode": ..., "budget": ..., "provenance": {...}}``.
 
 Inputs are floating point (float16/32/64, or bfloat16 in safetensors); the server casts them to the model's dtype.
 """
@@ -117,7 +117,8 @@ def encode(embeddings: torch.Tensor, kind: str, meta: dict[str, Any]) -> bytes:
         np.save(buffer, out.numpy(), allow_pickle=False)
         return buffer.getvalue()
     if kind == SAFETENSORS:
-        return safetensors_save({"embeddings": out}, metadata={k: str(v) for k, v in meta.items()})
+        metadata = {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in meta.items()}
+        return safetensors_save({"embeddings": out}, metadata=metadata)
     return json.dumps({"embeddings": out.tolist(), "shape": list(out.shape), **meta}).encode()
 
 

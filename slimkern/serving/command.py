@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queue", type=int, default=64, help="most unanswered requests (503 beyond)")
     parser.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body (413 beyond)")
     parser.add_argument("--workers", type=int, default=2, help="model calls (of different plans) at once")
+    parser.add_argument("--check", choices=("error", "warn", "off"), default="error",
+                        help="input check of every request: refuse (422, default), warn, or skip input that does not "
+                             "look normalised (raw DN, 8-bit pixels, a constant band)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # load's own random-weights warning: said once above
         model = load(args.name, args.weights, device=args.device, dtype=DTYPES[args.dtype], backend=args.backend)
-    engine = Engine(model, widths=args.widths)
+    engine = Engine(model, widths=args.widths, check=args.check)
     if args.profile:
         if os.path.exists(args.profile):
             engine.load_profile(args.profile)

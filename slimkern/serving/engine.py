@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..input_check import check_mode as check_input_mode
 from ..model import SlimModel
 from ..plan import PAPER_WIDTHS, SlimPlan, check_mode, check_width
 from .graphs import DEFAULT_BUCKETS, GraphCache
@@ -62,6 +63,7 @@ class Engine:
         graphs: capture CUDA graphs per (plan, batch bucket); default ``True`` on CUDA. Ignored on CPU.
         buckets: batch sizes graphs are captured for (batches are padded up to the next bucket).
         graph_max_entries, graph_max_bytes: bounds of the graph cache (least recently used graphs go first).
+        check: the input check of every call (``model.run(check=...)``): ``"error"``, ``"warn"`` or ``"off"``.
 
     >>> engine = slimkern.Engine(slimkern.load("satmae"))            # doctest: +SKIP
     >>> emb, choice = engine.run_with_choice(x, flops=0.05)          # doctest: +SKIP
@@ -71,12 +73,13 @@ class Engine:
 
     def __init__(self, model: SlimModel, *, widths: Sequence[float] = PAPER_WIDTHS, graphs: bool | None = None,
                  buckets: tuple[int, ...] = DEFAULT_BUCKETS, graph_max_entries: int = 32,
-                 graph_max_bytes: int | None = None) -> None:
+                 graph_max_bytes: int | None = None, check: str = "error") -> None:
         if not isinstance(model, SlimModel):
             raise TypeError(f"Engine wraps a slimkern SlimModel (from slimkern.load), got {type(model).__name__}")
         if not widths:
             raise ValueError("widths must list at least one candidate width in (0, 1]")
         self.model = model
+        self.check = check_input_mode(check)
         self.widths = tuple(sorted({check_width(w) for w in widths}))
         use_graphs = model.device.type == "cuda" if graphs is None else graphs and model.device.type == "cuda"
         self.graphs = (GraphCache(model, buckets=buckets, max_entries=graph_max_entries, max_bytes=graph_max_bytes)
@@ -151,8 +154,10 @@ class Engine:
 
     # -- running --------------------------------------------------------------------------------------
     def check_inputs(self, x: torch.Tensor, output: str = "pooled", **inputs) -> None:
-        """The model's own input checks (type, shape, bands, size, dtype, device, NaN/Inf, extra inputs)."""
-        self.model._check_call(x, output, inputs)  # the checks run() makes; shared so servers reject before batching
+        """The model's input checks (:meth:`SlimModel.check_inputs <slimkern.model.SlimModel.check_inputs>`, with
+        the engine's ``check`` mode) for a request whose width a budget picks later; servers run them per request,
+        before batching."""
+        self.model.check_inputs(x, None, output=output, check=self.check, **inputs)
 
     def run_with_choice(self, x: torch.Tensor, *, width: float | None = None, flops: float | None = None,
                         latency_ms: float | None = None, mode: str = "attn+ffn", output: str = "pooled",
@@ -161,11 +166,10 @@ class Engine:
 
         Returns the embeddings (as :meth:`SlimModel.run`) and the :class:`Choice` made.
         """
-        check_mode(mode)
         self.check_inputs(x, output, **inputs)
         choice = self.choose(x.shape[0], width=width, flops=flops, latency_ms=latency_ms, mode=mode,
                              image_size=(x.shape[-2], x.shape[-1]))
-        return self.execute(x, choice, output, **inputs), choice
+        return self.execute(x, choice, output, checked=True, **inputs), choice
 
     def run(self, x: torch.Tensor, *, width: float | None = None, flops: float | None = None,
             latency_ms: float | None = None, mode: str = "attn+ffn", output: str = "pooled",
@@ -174,11 +178,18 @@ class Engine:
         return self.run_with_choice(x, width=width, flops=flops, latency_ms=latency_ms, mode=mode, output=output,
                                     **inputs)[0]
 
-    def execute(self, x: torch.Tensor, choice: Choice, output: str = "pooled", **inputs) -> torch.Tensor:
-        """Run ``x`` at a resolved :class:`Choice`: a CUDA graph where one applies, the model's ``run`` otherwise."""
+    def execute(self, x: torch.Tensor, choice: Choice, output: str = "pooled", *, checked: bool = False,
+                **inputs) -> torch.Tensor:
+        """Run ``x`` at a resolved :class:`Choice`: a CUDA graph where one applies, the model's forward otherwise.
+
+        ``checked``: ``x`` already passed :meth:`check_inputs` (``run_with_choice``; the server's batches, merged from
+        requests checked one by one), so it is not checked again.
+        """
+        if not checked:
+            self.check_inputs(x, output, **inputs)
         if self.graphs is None or inputs:
-            return self.model.run(x, choice.width, mode=choice.plan.mode, output=output, **inputs)
-        self.check_inputs(x, output)
+            with torch.no_grad():
+                return self.model.encode(x, choice.width, choice.plan.mode, output, self.model.backend, **inputs)
         return self.graphs.run(x, choice.width, choice.plan.mode, output)
 
     # -- latency profile ------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ the same :class:`~slimkern.serving.server.EmbedService` as ``slimkern serve`` (b
 bounded queue, 4xx for bad input), so a request's width does not depend on which replica answers it.
 
 - Python: ``handle.embed.remote(x, flops=0.05)`` with ``x`` a numpy array ``[B, C, H, W]`` -> a dict with
-  ``embeddings`` (numpy float32) and the ``width``, ``relative_flops``, ``plan``, ``mode`` and ``budget`` used.
+  ``embeddings`` (numpy float32), the ``width``, ``relative_flops``, ``plan``, ``mode`` and ``budget`` used and the
+  ``provenance``.
 - HTTP: ``POST {route_prefix}`` with the body and query parameters of ``/v1/embed``.
 
 ``ray`` is imported when :func:`build_app` runs, not when this module is imported.
@@ -29,7 +30,7 @@ from starlette.responses import Response
 from ..plan import PAPER_WIDTHS
 from .codecs import array_to_tensor
 from .engine import Engine
-from .server import EmbedService, choice_meta
+from .server import EmbedService
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -64,15 +65,15 @@ class SlimkernReplica:
         self.service = EmbedService(self.engine, **(service or {}))
 
     async def embed(self, x: np.ndarray, **params: Any) -> dict[str, Any]:
-        """Embeddings of ``x`` (normalised ``[B, C, H, W]``) under ``params``: one of ``width``, ``flops``,
-        ``latency_ms``, and ``mode``, ``output``, ``normalize``. Bad input raises the model's ``ValueError`` /
-        ``TypeError`` (Ray re-raises it at the caller)."""
+        """Embeddings of ``x`` (normalised ``[B, C, H, W]``, or raw with ``bands``) under ``params``: one of
+        ``width``, ``flops``, ``latency_ms``, and ``mode``, ``output``, ``normalize``, ``bands``, ``units``. Bad input
+        raises the model's ``ValueError`` / ``TypeError`` (Ray re-raises it at the caller)."""
         if not isinstance(x, np.ndarray):
             raise TypeError(f"x must be a floating-point numpy array [B, C, H, W], got {type(x).__name__}")
         x = x if x.flags.writeable else x.copy()  # Ray hands over read-only arrays
         # float16/32/64 of either byte order, as /v1/embed's npy bodies (a big-endian array failed in from_numpy)
-        out, choice = await self.service.embed_tensor(array_to_tensor(x), params)
-        return {"embeddings": out.float().cpu().numpy(), "replica": os.getpid(), **choice_meta(choice)}
+        out, meta = await self.service.embed_tensor(array_to_tensor(x), params)
+        return {"embeddings": out.float().cpu().numpy(), "replica": os.getpid(), **meta}
 
     async def __call__(self, request: Request) -> Response:
         """HTTP: the same request and response as ``POST /v1/embed``."""

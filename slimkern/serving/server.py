@@ -1,14 +1,17 @@
 """The HTTP API (FastAPI): ``POST /v1/embed``, ``GET /v1/models``, ``GET /healthz``, ``GET /metrics``.
 
-``POST /v1/embed`` takes a NORMALISED batch ``[B, C, H, W]`` as ``model.run`` does (or values in the model's units,
-``model.spec``, with ``normalize=true``), and at most one budget: ``width``, ``flops`` or
-``latency_ms`` (none: the full model). Budget, ``mode``, ``output`` and ``normalize`` come from the query string
-or, for JSON bodies, from the body. Encodings: :mod:`slimkern.serving.codecs`.
+``POST /v1/embed`` takes a NORMALISED batch ``[B, C, H, W]`` as ``model.run`` does; or RAW values with ``bands``
+(their names in order, e.g. ``bands=B04,B03,B02``) and optionally ``units`` (``DN``, ``reflectance``, ``dB``,
+``linear``) and ``add_offset``, which :meth:`~slimkern.SlimModel.prepare` turns into the model's input; or values in
+the model's units (``model.spec``) with ``normalize=true``. At most one budget: ``width``, ``flops`` or
+``latency_ms`` (none: the full model). These parameters come from the query string or, for JSON bodies, from the
+body. Encodings: :mod:`slimkern.serving.codecs`. Every answer carries its provenance (model, checkpoint hash, width,
+input contract used, dtype, device, backend, library versions).
 
 Status codes: 400 undecodable body, 406 unwritable Accept, 413 body over ``max_body_bytes``, 415 unknown
-Content-Type, 422 a well-formed request the model refuses (bands, shape, size, NaN/Inf, width or budget out of
-range, unmeetable budget), 503 + ``Retry-After`` when ``max_queue`` requests are unanswered. Each error body is
-``{"detail": "what was wrong and what is expected"}``; the server keeps serving.
+Content-Type, 422 a well-formed request the model refuses (bands, shape, size, NaN/Inf, input that does not look
+normalised, width or budget out of range, unmeetable budget), 503 + ``Retry-After`` when ``max_queue`` requests
+are unanswered. Each error body is ``{"detail": "what was wrong and what is expected"}``; the server keeps serving.
 
 A ``latency_ms`` budget is resolved for the request's own batch size (the engine's profile); the request may then
 wait up to ``max_wait_ms`` and run merged with other requests of the same plan, which the budget does not cover.
@@ -17,6 +20,7 @@ wait up to ``max_wait_ms`` and run merged with other requests of the same plan, 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,13 +32,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from ..model import OUTPUTS
+from ..checks import OUTPUTS
 from ..plan import MODES
+from ..prepare import Prepared
 from .batcher import DynamicBatcher, Pending, QueueFull
 from .codecs import NotAcceptable, PayloadError, UnsupportedMediaType, decode, encode, media_type, response_kind
 from .engine import Choice, Engine
 
 BUDGETS = ("width", "flops", "latency_ms")
+RAW = ("bands", "units", "add_offset")  # parameters of raw input, which the server prepares
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 # from a GPU replay of a small batch (ms) to a ViT-L batch on a CPU (tens of seconds)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -75,17 +81,26 @@ class EmbedService:
     def _run_batch(self, items: list[Pending], x: torch.Tensor) -> torch.Tensor:
         choice, output = items[0].tag  # every item of a batch has the same plan, so the same result
         # to the host here, in the worker thread: a GPU sync in the event loop would stall every other request
-        return self.engine.execute(x, choice, output).cpu()
+        return self.engine.execute(x, choice, output, checked=True).cpu()  # each request was checked alone
 
-    async def embed_tensor(self, x: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, Choice]:
-        """Embeddings of one request's batch ``x`` with ``params`` (budget, mode, output, normalize), batched with
-        other requests of the same plan. Raises the engine's ``ValueError``/``TypeError`` and :class:`QueueFull`."""
-        return await self._embed_checked(x, _params({}, params))
+    async def embed_tensor(self, x: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Embeddings of one request's batch ``x`` with ``params`` (budget, mode, output, normalize, bands, units,
+        add_offset), batched with other requests of the same plan, and their metadata (:meth:`metadata`). Raises the
+        engine's ``ValueError``/``TypeError`` and :class:`QueueFull`."""
+        out, choice, prepared = await self._embed_checked(x, _params({}, params))
+        return out, self.metadata(choice, prepared)
 
-    async def _embed_checked(self, x: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, Choice]:
-        x, choice = await asyncio.to_thread(_prepare, self.engine, x, params)
+    async def _embed_checked(self, x: torch.Tensor, params: dict[str, Any]
+                             ) -> tuple[torch.Tensor, Choice, Prepared | None]:
+        x, choice, prepared = await asyncio.to_thread(_prepare, self.engine, x, params)
         key = (choice.plan, tuple(x.shape[1:]), params["output"])
-        return await self.batcher.submit(key, x, tag=(choice, params["output"]), cost=choice.relative_flops), choice
+        out = await self.batcher.submit(key, x, tag=(choice, params["output"]), cost=choice.relative_flops)
+        return out, choice, prepared
+
+    def metadata(self, choice: Choice, prepared: Prepared | None = None) -> dict[str, Any]:
+        """What an answer says about itself: the width used (:func:`choice_meta`) and its provenance."""
+        provenance = self.engine.model.provenance(width=choice.width, mode=choice.plan.mode, prepared=prepared)
+        return {**choice_meta(choice), "provenance": provenance}
 
     async def embed(self, request: Request) -> tuple[Response, Choice | None]:
         """Answer one HTTP request: the response and, when it succeeded, the :class:`Choice` made.
@@ -108,7 +123,7 @@ class EmbedService:
             kind = media_type(request.headers.get("content-type"))
             answer_in = response_kind(request.headers.get("accept"), kind)
             x, fields = await asyncio.to_thread(decode, body, kind)  # parsing megabytes of JSON: off the event loop
-            out, choice = await self._embed_checked(x, _params(dict(request.query_params), fields))
+            out, choice, prepared = await self._embed_checked(x, _params(dict(request.query_params), fields))
         except BodyTooLarge as err:
             return _error(413, err), None
         except UnsupportedMediaType as err:
@@ -121,8 +136,8 @@ class EmbedService:
             return _error(503, err, {"Retry-After": str(self.retry_after_s)}), None
         except (ValueError, TypeError) as err:  # the model's and the engine's checks: bands, NaN, size, budgets
             return _error(422, err), None
-        meta = choice_meta(choice)
-        headers = {f"X-Slimkern-{k.replace('_', '-').title()}": str(v) for k, v in meta.items()}
+        meta = self.metadata(choice, prepared)
+        headers = {f"X-Slimkern-{k.replace('_', '-').title()}": header_value(v) for k, v in meta.items()}
         return Response(encode(out, answer_in, meta), media_type=answer_in, headers=headers), choice
 
     def shutdown(self) -> None:
@@ -133,6 +148,11 @@ def choice_meta(choice: Choice) -> dict[str, Any]:
     """What a response says about the width used."""
     return {"width": choice.width, "relative_flops": choice.relative_flops, "plan": choice.plan.summary(),
             "mode": choice.plan.mode, "budget": choice.budget}
+
+
+def header_value(value: Any) -> str:
+    """A metadata value as an HTTP header (and safetensors metadata) value: dicts as compact ASCII JSON."""
+    return json.dumps(value, separators=(",", ":")) if isinstance(value, dict) else str(value)
 
 
 def _error(status: int, err: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -186,7 +206,9 @@ def create_app(engine: Engine, *, max_batch: int = 16, max_wait_ms: float = 5.0,
             "description": cfg.description,
             "input": {
                 "layout": "[B, C, H, W]",
-                "normalised": "send normalised input as the spec says, or add normalize=true",
+                "normalised": "send normalised input; or raw values with bands=B04,B03,B02 (their names, in order) "
+                              "and units=DN|reflectance|dB|linear, which the server prepares as spec says; or "
+                              "values in model units with normalize=true",
                 "bands": list(cfg.bands), "mean": list(cfg.mean), "std": list(cfg.std),
                 "image_size": cfg.arch.img_size, "patch_size": cfg.arch.patch_size,
                 "spec": model.spec.to_dict(),
@@ -231,8 +253,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _params(query: dict[str, str], fields: dict[str, Any]) -> dict[str, Any]:
-    """Budget, mode, output and normalize from the query string and the JSON fields (given in one place only)."""
-    known = (*BUDGETS, "mode", "output", "normalize")
+    """Budget, mode, output, normalize and the raw-input parameters from the query string and the JSON fields (given
+    in one place only)."""
+    known = (*BUDGETS, "mode", "output", "normalize", *RAW)
     unknown = sorted((set(query) | set(fields)) - set(known))
     if unknown:
         raise ValueError(f"unknown parameters {unknown}; accepted: {', '.join(known)}")
@@ -241,11 +264,13 @@ def _params(query: dict[str, str], fields: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"{both} given both in the query string and in the body; give each once")
     params: dict[str, Any] = {"mode": "attn+ffn", "output": "pooled", "normalize": False}
     for name, text in query.items():
-        if name in BUDGETS:
+        if name in (*BUDGETS, "add_offset"):
             try:
                 params[name] = float(text)
             except ValueError:
                 raise ValueError(f"{name} must be a number, got {text!r}") from None
+        elif name == "bands":
+            params[name] = [band.strip() for band in text.split(",")]
         elif name == "normalize":
             if text.lower() not in ("true", "false", "1", "0"):
                 raise ValueError(f"normalize must be true or false, got {text!r}")
@@ -253,26 +278,38 @@ def _params(query: dict[str, str], fields: dict[str, Any]) -> dict[str, Any]:
         else:
             params[name] = text
     params.update(fields)
+    if isinstance(params.get("bands"), str):
+        params["bands"] = [band.strip() for band in params["bands"].split(",")]
     if not isinstance(params["normalize"], bool):
         raise TypeError(f"normalize must be true or false, got {params['normalize']!r}")
-    if params["output"] not in OUTPUTS:
-        raise ValueError(f"unknown output {params['output']!r}; expected one of {', '.join(map(repr, OUTPUTS))}")
-    return params
+    return params  # output and mode are the model's to check (engine.check_inputs), once
 
 
-def _prepare(engine: Engine, x: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, Choice]:
-    """Cast and check one request's batch and resolve its budget (in a thread: NaN checks read every value)."""
-    model = engine.model
-    x = x.to(device=model.device)
-    if params["normalize"]:
-        # in the model's precision, float32 at least: bf16 statistics would round the inputs twice, and a float64
-        # model must not see its inputs rounded to float32 first
-        x = model.normalize(x.to(torch.promote_types(model.dtype, torch.float32)))
-    x = x.to(dtype=model.dtype)
+def _prepare(engine: Engine, x: torch.Tensor, params: dict[str, Any]
+             ) -> tuple[torch.Tensor, Choice, Prepared | None]:
+    """Prepare (raw input), cast and check one request's batch and resolve its budget (in a thread: NaN checks read
+    every value)."""
+    model, prepared = engine.model, None
+    if any(name in params for name in RAW):
+        if "bands" not in params:
+            raise ValueError(f"raw input needs bands= naming the bands of x in order (e.g. bands=B04,B03,B02); "
+                             f"{model.cfg.name} takes {', '.join(model.spec.bands)}")
+        if params["normalize"]:
+            raise ValueError("give normalize=true (x in model units) or bands=/units= (raw x), not both")
+        prepared = model.prepare(x, bands=params["bands"], units=params.get("units"),
+                                 add_offset=params.get("add_offset", 0.0))
+        x = prepared.x
+    else:
+        x = x.to(device=model.device)
+        if params["normalize"]:
+            # in the model's precision, float32 at least: bf16 statistics would round the inputs twice, and a
+            # float64 model must not see its inputs rounded to float32 first
+            x = model.normalize(x.to(torch.promote_types(model.dtype, torch.float32)))
+        x = x.to(dtype=model.dtype)
     engine.check_inputs(x, params["output"])
     budget = {name: params[name] for name in BUDGETS if name in params}
     choice = engine.choose(x.shape[0], mode=params["mode"], image_size=(x.shape[-2], x.shape[-1]), **budget)
-    return x, choice
+    return x, choice, prepared
 
 
 @contextmanager

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..bands import COPERNICUS_BENCH_S2, ESA_S2, S2_L2A_BANDS
 from ..flops import patch_embed_flops
-from ..input_check import wavelength_values
+from ..input_check import check_spectral_list, wavelength_values
 from ..model import SlimModel
 from ..registry import CheckpointFormat, ModelCfg, register_model
 from ..spec import Choice, InputSpec, Option, Source, cite
@@ -43,7 +43,6 @@ from .dofa import (
     HyperPatchEmbed,
     KernelCache,
     affine,
-    check_spectral_list,
     linear_params,
     meta_param,
 )

@@ -292,7 +292,7 @@ class CROMA(SlimModel):
         README's default) quantised as ``uint8(clip(255 v, 0, 255)) / 255``. Works on the optical and radar bands
         alike (14 bands = both at once). Computed in float64; returns ``x.dtype`` (float32 for integer input).
         """
-        self._check_tensor(x, check_dtype=False)
+        self.check_tensor(x, check_dtype=False)
         self.modality_of(x)
         if x.is_complex() or x.dtype == torch.bool:
             raise TypeError(f"{self.cfg.name}: normalize expects real band values (any consistent units per "

@@ -38,7 +38,7 @@ from torch import nn
 
 from ..bands import DOFA_README, ESA_S2, S2_L2A_BANDS, TERRATORCH_DOFA
 from ..flops import patch_embed_flops
-from ..input_check import wavelength_values
+from ..input_check import check_spectral_list, wavelength_values
 from ..model import SlimModel
 from ..registry import CheckpointFormat, ModelCfg, register_model
 from ..spec import Choice, InputSpec, Option, Source, cite
@@ -200,24 +200,6 @@ class HyperPatchEmbed(nn.Module):
             else:
                 std = kernel_gain if name == "weight_generator.fc_weight.weight" else p.shape[1] ** -0.5
                 p.copy_(std * torch.randn(p.shape, generator=generator))
-
-
-def check_spectral_list(name: str, values, bands: int, what: str) -> tuple[float, ...]:
-    """A list/tuple/1-D tensor of ``bands`` finite numbers -> a tuple of floats (TypeError/ValueError otherwise)."""
-    if isinstance(values, torch.Tensor):
-        if values.dim() != 1:
-            raise ValueError(f"{name}: {what} must be 1-D (one value per band), got shape {tuple(values.shape)}")
-        values = values.detach().cpu().double().tolist()
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise TypeError(f"{name}: {what} must be a list of numbers (one per band), got {type(values).__name__}")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        raise TypeError(f"{name}: {what} must be numbers, got {list(values)!r}")
-    values = tuple(float(v) for v in values)
-    if len(values) != bands:
-        raise ValueError(f"{name}: got {len(values)} {what} for {bands} bands; pass one value per band of x")
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"{name}: {what} must be finite, got {list(values)}")
-    return values
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,7 @@ class GroupChannelViT(SlimModel):
         (4 std) * 255, 0, 255)``, truncated to uint8 as the official ``astype(np.uint8)`` does, then
         ``/ 255`` -> ``[0, 1]``. Computed in float64; returns ``x.dtype`` (float32 for integer input).
         """
-        self._check_tensor(x, check_dtype=False)
+        self.check_tensor(x, check_dtype=False)
         if x.is_complex() or x.dtype == torch.bool:
             raise TypeError(f"{self.cfg.name}: normalize expects raw Sentinel-2 digital numbers (integer or "
                             f"floating tensor, reflectance x 10000), got {x.dtype}")

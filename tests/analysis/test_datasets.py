@@ -46,7 +46,8 @@ def test_shipped_sweep_sample_is_balanced_real_eurosat():
 
 def test_batches_are_the_models_normalised_input(tmp_path, rgb_model):
     data = class_folder_dataset(_tree(tmp_path))
-    batch = next(model_batches(data, rgb_model, batch_size=3))
+    batch = next(model_batches(data, rgb_model, batch_size=3)).x
+    assert data.bands == ("R", "G", "B")
     pixels = np.asarray(Image.open(data.items[1]).convert("RGB")).transpose(2, 0, 1) / 255.0
     expected = rgb_model.normalize(torch.from_numpy(pixels).float()[None])
     assert batch.shape == (3, 3, 64, 64)
@@ -55,7 +56,7 @@ def test_batches_are_the_models_normalised_input(tmp_path, rgb_model):
 
 def test_images_are_resized_to_the_model_input(tmp_path):
     model = tiny_model("vit_tiny_eurosat", img_size=96, **EUROSAT_MODEL)
-    batch = next(model_batches(class_folder_dataset(_tree(tmp_path)), model, batch_size=4))
+    batch = next(model_batches(class_folder_dataset(_tree(tmp_path)), model, batch_size=4)).x
     assert batch.shape == (4, 3, 96, 96)
 
 
@@ -90,11 +91,27 @@ def test_geotiff_band_mismatch_and_band_selection(tmp_path, rgb_model):
     data = class_folder_dataset(tmp_path)
     with pytest.raises(DataError, match=r"13 bands, but vit_tiny_eurosat expects 3 in this order: R, G, B"):
         next(model_batches(data, rgb_model, batch_size=4))
-    batch = next(model_batches(data, rgb_model, batch_size=4, bands=[3, 2, 1]))
+    batch = next(model_batches(data, rgb_model, batch_size=4, bands=[3, 2, 1])).x
     stored = tifffile.imread(tmp_path / "a" / "0.tif").astype(np.float32)[..., [3, 2, 1]].transpose(2, 0, 1)
     torch.testing.assert_close(batch[0:1], rgb_model.normalize(torch.from_numpy(stored / 255.0)[None]))
     with pytest.raises(DataError, match="cannot select band indices"):
         next(model_batches(data, rgb_model, batch_size=4, bands=[13, 2, 1]))
+    # named bands: the model's are picked by name, in its order, whatever the file's order
+    names = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
+    torch.testing.assert_close(next(model_batches(data, rgb_model, batch_size=4, band_names=names)).x, batch)
+    with pytest.raises(DataError, match=r"13 bands, but 3 band names were given \(B04, B03, B02\)"):
+        next(model_batches(data, rgb_model, batch_size=4, band_names=["B04", "B03", "B02"]))
+
+
+def test_units_of_the_stored_values(tmp_path, rgb_model):
+    (tmp_path / "a").mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "a" / "0.tif", pixels.astype(np.float32) / 255,  # stored as 0-1 floats
+                     photometric="minisblack", planarconfig="contig")
+    data = class_folder_dataset(tmp_path)
+    batch = next(model_batches(data, rgb_model, 1, band_names=["R", "G", "B"], units="reflectance")).x
+    want = rgb_model.normalize(torch.from_numpy(pixels.transpose(2, 0, 1).astype(np.float32) / 255)[None])
+    torch.testing.assert_close(batch, want)
 
 
 def test_geotiff_band_first_layout_reads_the_same(tmp_path):

@@ -28,7 +28,7 @@ def test_sweep_sample_is_drawn_from_the_held_out_split_only():
 def test_shipped_weights_give_useful_features(model):
     data = class_folder_dataset(DEMO_DATA)
     pick = np.concatenate([np.flatnonzero(data.labels == c)[:20] for c in range(10)])  # 20 per class
-    feats = np.concatenate([model.run(x).numpy() for x in model_batches(data, model, 100, indices=pick)])
+    feats = np.concatenate([model.run(b.x).numpy() for b in model_batches(data, model, 100, indices=pick)])
     labels = data.labels[pick]
     train = np.arange(len(pick)) % 4 != 0  # 15 train / 5 test images per class
     # chance is 0.1; the trained encoder separates EuroSAT classes far better

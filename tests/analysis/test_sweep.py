@@ -60,6 +60,11 @@ def test_result_files_in_the_papers_layout(tmp_path, data, model):
         assert knn[width]["relative_flops"] == pytest.approx(model.relative_flops(width))
     assert [r["width"] for r in summary["redundancy"]] == [0.01, 0.5, 1.0]
     assert summary["metric"] == "macro_accuracy" and summary["num_images"] == 12
+    provenance = on_disk["provenance"]  # how the features were made, also next to them
+    next_to_features = json.loads((tmp_path / "features" / "provenance.json").read_text())
+    assert next_to_features.pop("widths") == [0.01, 0.5, 1.0] and next_to_features == provenance
+    assert provenance["input"]["band_names"] == ["R", "G", "B"] and provenance["input"]["units"] == "DN"
+    assert provenance["checkpoint"]["name"] == "random weights" and provenance["versions"]["torch"]
     for stem in ("knn_vs_compute", "linear_vs_compute", "redundancy_vs_compute"):
         for suffix in (".png", ".svg"):
             assert (tmp_path / f"{stem}{suffix}").stat().st_size > 1000
@@ -123,6 +128,11 @@ def test_cli_reports_bad_data_and_plots_folders(tmp_path, data, model, capsys):
     assert "several folders need --out" in capsys.readouterr().err
     assert main(["plot", str(tmp_path / "run1"), str(tmp_path / "run2"), "--out", str(tmp_path / "both")]) == 0
     assert (tmp_path / "both" / "knn_vs_compute.svg").is_file()
+    runs = [str(tmp_path / "run1"), str(tmp_path / "run2")]
+    assert main(["plot", *runs, "--out", str(tmp_path / "named"), "--names", "original"]) == 2
+    assert "1 legend names for 2 folders" in capsys.readouterr().err
+    assert main(["plot", *runs, "--out", str(tmp_path / "named"), "--names", "original,trained"]) == 0
+    assert (tmp_path / "named" / "knn_vs_compute.png").is_file()
 
 
 def test_more_seeds_and_probes_are_added_to_a_finished_sweep(tmp_path, data, model, monkeypatch):

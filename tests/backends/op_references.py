@@ -1,6 +1,7 @@
 """Test bodies shared by the Triton and CUDA op tests: each runs one backend's op on given sizes and compares it
 with a float64 PyTorch reference. The test modules keep their own cases, dtypes and skip conditions and pass the op
-and the device in."""
+and the device in. Every op allocates its output inside a :func:`poisoned_outputs` block, so an output element the
+kernel does not write stays NaN and fails the comparison."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from tests.backends.kernel_checks import TOL, assert_close
+from tests.backends.kernel_checks import assert_close, op_tolerance, poisoned_outputs
 
 
 # -- layer_norm ---------------------------------------------------------------------------------------------------
@@ -19,29 +20,18 @@ def strided_rows(m: int, d: int, dtype: torch.dtype, device: str, mean: float = 
     return (torch.randn(m, d + 9, device=device) * 2 + mean).to(dtype)[:, 4 : 4 + d]
 
 
-def check_layer_norm(layer_norm: Callable, device: str, dtype: torch.dtype, m: int, d: int, affine: str,
-                     has_residual: bool) -> None:
-    """NaN-poisoned outputs written in full, y and (with a residual) the sum s equal to the float64 reference."""
+def check_layer_norm(layer_norm: Callable, device: str, dtype: torch.dtype, m: int, d: int, affine: str) -> None:
+    """A NaN-poisoned output written in full and equal to the float64 reference."""
     x = strided_rows(m, d, dtype, device, mean=3.0)
     weight = torch.randn(d, device=device).to(dtype) if affine != "none" else None
     bias = torch.randn(d, device=device).to(dtype) if affine == "weight+bias" else None
-    residual = strided_rows(m, d, dtype, device) if has_residual else None
-    out = torch.full((m, d), math.nan, dtype=dtype, device=device)
-    residual_out = torch.full((m, d), math.nan, dtype=dtype, device=device) if has_residual else None
 
-    result = layer_norm(x, weight, bias, 1e-6, residual=residual, out=out, residual_out=residual_out)
+    with poisoned_outputs():
+        y = layer_norm(x, weight, bias, 1e-6)
 
-    s = x.double() if residual is None else x.double() + residual.double()
     w64, b64 = (None if t is None else t.double() for t in (weight, bias))
-    ref = F.layer_norm(s, (d,), w64, b64, 1e-6)
-    if has_residual:
-        y, s_out = result
-        assert s_out is residual_out and s_out.dtype == dtype
-        assert_close(s_out, s, TOL[dtype])
-    else:
-        y = result
-    assert y is out and y.dtype == dtype
-    assert_close(y, ref, TOL[dtype])
+    assert y.dtype == dtype and y.is_contiguous()
+    assert_close(y, F.layer_norm(x.double(), (d,), w64, b64, 1e-6), op_tolerance(layer_norm, dtype))
 
 
 # -- attention ----------------------------------------------------------------------------------------------------
@@ -72,22 +62,19 @@ def qkv_views(batch, heads, n_q, n_k, d, dtype, layout, device):
 
 
 def check_attention(attention: Callable, device: str, dtype: torch.dtype, batch: int, heads: int, n_q: int,
-                    n_k: int, d: int, bias_kind: str | None, layout: str, out_layout: str) -> None:
-    """A NaN-poisoned ``out`` in ``out_layout`` written in full and equal to the float64 reference; ``bias_kind``
+                    n_k: int, d: int, bias_kind: str | None, layout: str) -> None:
+    """A NaN-poisoned ``[B, Nq, d'*H]`` output written in full and equal to the float64 reference; ``bias_kind``
     None, ``"fp32"`` or ``"same"`` (the dtype of q)."""
     q, k, v = qkv_views(batch, heads, n_q, n_k, d, dtype, layout, device)
     bias = None
     if bias_kind is not None:
         bias = torch.randn(heads, n_q, n_k, device=device).to(torch.float32 if bias_kind == "fp32" else dtype)
-    shape = (batch, n_q, d * heads) if out_layout == "bnjh" else (batch, heads, n_q, d)
-    out = torch.full(shape, math.nan, dtype=dtype, device=device)
 
-    o = attention(q, k, v, scale=d**-0.5, bias=bias, out_layout=out_layout, out=out)
+    with poisoned_outputs():
+        o = attention(q, k, v, scale=d**-0.5, bias=bias)
 
-    ref = attention_reference(q, k, v, d**-0.5, bias)
-    assert o is out
-    assert_close(o, to_bnjh(ref) if out_layout == "bnjh" else ref, TOL[dtype])
-
+    assert o.dtype == dtype
+    assert_close(o, to_bnjh(attention_reference(q, k, v, d**-0.5, bias)), op_tolerance(attention, dtype))
 
 
 def check_large_logits_and_masking_bias(attention: Callable, device: str, dtype: torch.dtype, n_k: int) -> None:
@@ -95,15 +82,19 @@ def check_large_logits_and_masking_bias(attention: Callable, device: str, dtype:
     q, k, v = qkv_views(1, 2, 40, n_k, 16, dtype, "qkv", device)
     bias = torch.where(torch.rand(2, 40, n_k, device=device) < 0.8, -1e4, 0.0)
     bias[..., 0] = 0.0  # every query keeps at least one key
-    o = attention(q * 30, k, v, scale=0.25, bias=bias, out_layout="bhnd")
-    assert_close(o, attention_reference(q * 30, k, v, 0.25, bias), TOL[dtype])
+    with poisoned_outputs():
+        o = attention(q * 30, k, v, scale=0.25, bias=bias)
+    assert_close(o, to_bnjh(attention_reference(q * 30, k, v, 0.25, bias)), op_tolerance(attention, dtype))
 
 
 def check_allocated_bnjh_output_has_aligned_rows(attention: Callable, device: str, dtype: torch.dtype) -> None:
     q, k, v = qkv_views(2, 3, 17, 17, 6, dtype, "qkv", device)
-    o = attention(q, k, v, scale=0.4)
+    with poisoned_outputs():
+        o = attention(q, k, v, scale=0.4)
     assert o.shape == (2, 17, 18) and o.stride() == (17 * 32, 32, 1)
-    assert_close(o.view(34, 18), to_bnjh(attention_reference(q, k, v, 0.4)).reshape(34, 18), TOL[dtype])
+    ref = to_bnjh(attention_reference(q, k, v, 0.4)).reshape(34, 18)
+    assert_close(o.view(34, 18), ref, op_tolerance(attention, dtype))
+
 
 def check_attention_block_chain(sliced_linear: Callable, attention: Callable, device: str, dtype: torch.dtype,
                                 tokens: int, d_slim: int) -> None:
@@ -136,7 +127,7 @@ def check_attention_block_chain(sliced_linear: Callable, attention: Callable, de
     attn = torch.softmax(q @ k.transpose(-1, -2) * scale, dim=-1) @ v  # [B, H, N, d']
     wo_nat = w_o.double().view(width, d_k, heads).permute(0, 2, 1)[:, :, :d_slim].reshape(width, -1)  # (h, j)
     ref = x.double() + attn.transpose(1, 2).reshape(batch * tokens, -1) @ wo_nat.T + b_o.double()
-    assert_close(y, ref, TOL[dtype])
+    assert_close(y, ref, op_tolerance(attention, dtype))
 
 
 # -- sliced_linear ------------------------------------------------------------------------------------------------
@@ -154,14 +145,12 @@ def poisoned_weight(n_full: int, k_full: int, n_out: int, k_in: int, dtype: torc
 
 def linear_reference(x, w, bias, n_out, k_in, activation=None, residual=None, gamma=None, wv=None,
                      bv=None) -> torch.Tensor:
-    """The float64 sliced linear with its epilogue: gelu, interleaved swiglu, or a separate value weight ``wv``."""
+    """The float64 sliced linear with its epilogue: gelu, or the gated FFN with the value weight ``wv``."""
     y = x[:, :k_in].double() @ w[:n_out, :k_in].double().T
     if bias is not None:
         y = y + bias[:n_out].double()
     if activation == "gelu":
         y = F.gelu(y)
-    elif activation == "swiglu":
-        y = F.silu(y[:, 0::2]) * y[:, 1::2]
     if wv is not None:
         value = x[:, :k_in].double() @ wv[:n_out, :k_in].double().T
         y = F.silu(y) * (value if bv is None else value + bv[:n_out].double())
@@ -174,21 +163,37 @@ def check_sliced_linear(sliced_linear: Callable, device: str, dtype: torch.dtype
                         k_full: int, n_out: int, n_full: int, activation: str | None, has_bias: bool,
                         has_residual: bool, has_gamma: bool) -> None:
     """``x`` (wider than k_in: only the first k_in columns count) times the kept prefix of a NaN-poisoned weight,
-    with a bias poisoned past n_out, into a NaN-poisoned ``out``: equal to the float64 reference."""
+    with a bias poisoned past n_out, into a NaN-poisoned output: equal to the float64 reference."""
     m = x.shape[0]
     w = poisoned_weight(n_full, k_full, n_out, k_in, dtype, device)
     bias = torch.cat([torch.randn(n_out), torch.full((n_full - n_out,), math.nan)]).to(dtype).to(device)
-    n_cols = n_out // 2 if activation == "swiglu" else n_out
-    residual = torch.randn(m, n_cols + 5, device=device).to(dtype)[:, :n_cols] if has_residual else None
-    gamma = torch.rand(n_cols, device=device).to(dtype) + 0.5 if has_gamma else None
-    out = torch.full((m, n_cols), math.nan, dtype=dtype, device=device)
+    residual = torch.randn(m, n_out + 5, device=device).to(dtype)[:, :n_out] if has_residual else None
+    gamma = torch.rand(n_out, device=device).to(dtype) + 0.5 if has_gamma else None
     bias = bias if has_bias else None
 
-    y = sliced_linear(x, w, bias, n_out=n_out, k_in=k_in, activation=activation, residual=residual, gamma=gamma,
-                      out=out)  # fmt: skip
+    with poisoned_outputs():
+        y = sliced_linear(x, w, bias, n_out=n_out, k_in=k_in, activation=activation, residual=residual, gamma=gamma)
 
-    assert y is out and y.dtype == dtype
-    assert_close(y, linear_reference(x, w, bias, n_out, k_in, activation, residual, gamma), TOL[dtype])
+    assert y.dtype == dtype
+    ref = linear_reference(x, w, bias, n_out, k_in, activation, residual, gamma)
+    assert_close(y, ref, op_tolerance(sliced_linear, dtype))
+
+
+def check_gated_ffn(sliced_linear: Callable, device: str, dtype: torch.dtype, x: torch.Tensor, k_in: int, n_out: int,
+                    has_bias: bool, has_residual: bool) -> None:
+    """silu(X W^T + b) * (X V^T + bv) with W (fc1) and V (fc3) both read as prefixes of poisoned full weights."""
+    m = x.shape[0]
+    w = poisoned_weight(n_out + 9, k_in + 8, n_out, k_in, dtype, device)
+    wv = poisoned_weight(n_out + 9, k_in + 8, n_out, k_in, dtype, device)
+    bias = torch.randn(n_out + 9, device=device).to(dtype) if has_bias else None
+    bv = torch.randn(n_out + 9, device=device).to(dtype) if has_bias else None
+    residual = torch.randn(m, n_out, device=device).to(dtype) if has_residual else None
+
+    with poisoned_outputs():
+        y = sliced_linear(x, w, bias, n_out=n_out, k_in=k_in, value_weight=wv, value_bias=bv, residual=residual)
+
+    ref = linear_reference(x, w, bias, n_out, k_in, None, residual, None, wv, bv)
+    assert_close(y, ref, op_tolerance(sliced_linear, dtype))
 
 
 def check_qkv_layout(sliced_linear: Callable, device: str, dtype: torch.dtype, x: torch.Tensor, tokens: int,
@@ -201,14 +206,14 @@ def check_qkv_layout(sliced_linear: Callable, device: str, dtype: torch.dtype, x
     n_out = 3 * heads * d_slim
     w = poisoned_weight(3 * heads * d_k, width, n_out, width, dtype, device)
     bias = torch.randn(3 * heads * d_k, device=device).to(dtype) if has_bias else None
-    out = torch.full((3, batch, heads, tokens, d_slim), math.nan, dtype=dtype, device=device)
 
-    qkv = sliced_linear(x, w, bias, n_out=n_out, k_in=width, qkv_heads=heads, seq_len=tokens, out=out)
+    with poisoned_outputs():
+        qkv = sliced_linear(x, w, bias, n_out=n_out, k_in=width, qkv_heads=heads, seq_len=tokens)
 
     ref = linear_reference(x, w, bias, n_out, width)  # [B*N, d'*3*H], column j*3H + t*H + h
     ref = ref.reshape(batch, tokens, d_slim, 3, heads).permute(3, 0, 4, 1, 2)
-    assert qkv is out
-    assert_close(qkv, ref, TOL[dtype])
+    assert qkv.is_contiguous()
+    assert_close(qkv, ref, op_tolerance(sliced_linear, dtype))
 
 
 def bad_sliced_linear_arguments(dtype: torch.dtype) -> list[tuple[dict, type[Exception], str]]:
@@ -225,5 +230,14 @@ def bad_sliced_linear_arguments(dtype: torch.dtype) -> list[tuple[dict, type[Exc
         (dict(n_out=20, k_in=24, qkv_heads=3, seq_len=17), ValueError, "multiple of 3"),
         (dict(n_out=18, k_in=24, qkv_heads=3, seq_len=17, activation="gelu"), ValueError, "no activation"),
         (dict(n_out=20, k_in=24, seq_len=17), ValueError, "only used with qkv_heads"),
-        (dict(n_out=20, k_in=24, out=torch.empty(17, 19, dtype=dtype)), ValueError, "out must have shape"),
+        (dict(n_out=20, k_in=24, activation="swiglu"), ValueError, "the gated FFN is value_weight"),
+        (dict(n_out=20, k_in=24, bias=torch.ones(19, dtype=dtype)), ValueError, "fewer than n_out=20"),
+        (dict(n_out=20, k_in=24, value_bias=torch.ones(40, dtype=dtype)), ValueError,
+         "value_bias is only used with value_weight"),
+        (dict(n_out=20, k_in=24, value_weight=torch.ones(19, 32, dtype=dtype)), ValueError,
+         "value_weight .* is smaller"),
+        (dict(n_out=20, k_in=24, value_weight=torch.ones(40, 32, dtype=dtype), activation="gelu"), ValueError,
+         "takes no activation"),
+        (dict(n_out=18, k_in=24, value_weight=torch.ones(40, 32, dtype=dtype), qkv_heads=3, seq_len=17), ValueError,
+         "no qkv output"),
     ]

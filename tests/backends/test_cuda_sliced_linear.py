@@ -5,20 +5,21 @@ poisoned outputs, strided inputs, odd sizes, every epilogue, plus the gated FFN 
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
-from slimkern.backends.cuda import sliced_linear
-from tests.backends.kernel_checks import TOL, assert_close
+from slimkern.backends.cuda import CudaBackend, sliced_linear
+from tests.backends.kernel_checks import assert_close
 from tests.backends.op_references import (
+    check_gated_ffn,
     check_qkv_layout,
     check_sliced_linear,
     linear_reference,
     poisoned_weight,
     strided_cols,
 )
+
+TOL = CudaBackend.op_tolerances  # the backend's own contract for its ops
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DTYPES = pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
@@ -66,18 +67,7 @@ def test_matches_reference(dtype, m, k_in, k_full, n_out, n_full, activation, ha
 @pytest.mark.parametrize("m, k_in, n_out, has_bias, offset", [(17, 40, 45, True, 3), (197, 64, 307, False, 0),
                                                              (197, 33, 8, True, 0)])
 def test_gated_ffn(dtype, m, k_in, n_out, has_bias, offset):
-    """silu(X W^T + b) * (X V^T + bv) with W (fc1) and V (fc3) both read as prefixes of poisoned full weights."""
-    x = _strided_x(m, k_in, dtype, offset)
-    w = _poisoned_weight(n_out + 9, k_in + 8, n_out, k_in, dtype)
-    wv = _poisoned_weight(n_out + 9, k_in + 8, n_out, k_in, dtype)
-    bias = torch.randn(n_out + 9, device=DEVICE).to(dtype) if has_bias else None
-    bv = torch.randn(n_out + 9, device=DEVICE).to(dtype) if has_bias else None
-    residual = torch.randn(m, n_out, device=DEVICE).to(dtype)
-    out = torch.full((m, n_out), math.nan, dtype=dtype, device=DEVICE)
-
-    y = sliced_linear(x, w, bias, n_out=n_out, k_in=k_in, value_weight=wv, value_bias=bv, residual=residual, out=out)
-
-    assert_close(y, linear_reference(x, w, bias, n_out, k_in, None, residual, None, wv, bv), TOL[dtype])
+    check_gated_ffn(sliced_linear, DEVICE, dtype, _strided_x(m, k_in, dtype, offset), k_in, n_out, has_bias, True)
 
 
 @DTYPES

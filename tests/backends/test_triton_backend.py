@@ -12,13 +12,14 @@ from torch import nn
 
 import slimkern
 from slimkern.backends import select_backend
+from slimkern.backends.triton import TritonBackend
 from slimkern.blocks import Block
 from tests.helpers import rel_error, tiny_model
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # 64 px / patch 16 -> 17 tokens; head dim 32 -> d_k' = 1, 3, 10, 16, 32 at the widths below
 SMALL = {"depth": 2, "dim": 64, "num_heads": 2, "img_size": 64}
-TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 3e-2, torch.float16: 5e-3}
+TOLERANCE = TritonBackend.tolerances
 
 
 def triton_model(dtype=torch.float32, **spec_changes):

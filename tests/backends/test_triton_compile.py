@@ -8,8 +8,8 @@ divisible by 16 get divisibility hints, as the JIT does) are the ones a real lau
 compiled at every configuration of the module's ``CONFIGS`` table that its heuristic chooses from.
 
 By default each configuration is compiled in each dtype with the heaviest variant (attention: also without a bias,
-which has its own configurations) and every constexpr variant in bf16 at one configuration: 108 compiles, about
-80-100 s of CPU (45-60 s on 2 idle cores, cold cache). ``SLIMKERN_AOT_ALL=1`` compiles the full product (432).
+which has its own configurations) and every constexpr variant in bf16 at one configuration: 104 compiles, about
+80-100 s of CPU (45-60 s on 2 idle cores, cold cache). ``SLIMKERN_AOT_ALL=1`` compiles the full product (318).
 Compiles land in Triton's cache dir, so a rerun takes seconds.
 """
 
@@ -44,8 +44,7 @@ LAYER_NORM_WIDTHS = {64: 48, 128: 96, 256: 192, 512: 384, 1024: 768, 2048: 1536,
 
 
 def _module(name: str):
-    # The package re-exports functions under the module names, so fetch the modules themselves.
-    return importlib.import_module(f"slimkern.backends.triton.{name}")
+    return importlib.import_module(f"slimkern.backends.triton.{name}_kernel")
 
 
 def _capture(module: str, kernel: str, call) -> tuple[list, dict]:
@@ -71,25 +70,27 @@ def _gemm_launches(dtype: torch.dtype):
 
     ln_out = empty(m, WIDTH)
     for act, has_bias, (has_res, has_gamma) in itertools.product(
-        ("gelu", None, "swiglu"), (True, False), ((True, True), (True, False), (False, False))
+        ("gelu", None, "gated"), (True, False), ((True, True), (True, False), (False, False))
     ):
         if has_res:  # fc2-like: unaligned k_in read from a padded fc1 output, full-width residual
-            n_out, k_in = WIDTH * (2 if act == "swiglu" else 1), DH_SLIM
+            n_out, k_in = WIDTH, DH_SLIM
             x, weight = empty(m, 320)[:, :DH_SLIM], empty(n_out, HIDDEN)
-        else:  # fc1-like: gated weights interleave gate/value rows
-            n_out, k_in = DH_SLIM * (2 if act == "swiglu" else 1), WIDTH
-            x, weight = ln_out, empty(2 * HIDDEN, WIDTH)
-        n_cols = n_out // 2 if act == "swiglu" else n_out
+        else:  # fc1-like: the gated FFN reads its value rows (fc3) from a second weight
+            n_out, k_in = DH_SLIM, WIDTH
+            x, weight = ln_out, empty(HIDDEN, WIDTH)
+        gated = act == "gated"
         call = partial(
-            sl.sliced_linear, x, weight, empty(n_out) if has_bias else None, n_out=n_out, k_in=k_in, activation=act,
-            residual=empty(m, n_cols) if has_res else None, gamma=empty(n_cols) if has_gamma else None,
+            sl.launch, x, weight, empty(n_out) if has_bias else None, n_out, k_in, gelu=act == "gelu",
+            value_weight=torch.empty_like(weight) if gated else None,
+            value_bias=empty(n_out) if gated and has_bias else None,
+            residual=empty(m, n_out) if has_res else None, gamma=empty(n_out) if has_gamma else None,
         )  # fmt: skip
-        yield f"act={act} bias={has_bias} res={has_res} gamma={has_gamma}", sl.candidate_configs(dtype, False), call
+        yield f"act={act} bias={has_bias} res={has_res} gamma={has_gamma}", sl.candidate_configs(dtype, gated), call
     for has_bias in (False, True):
         n_out = 3 * HEADS * D_SLIM
         call = partial(
-            sl.sliced_linear, ln_out, empty(3 * WIDTH, WIDTH), empty(n_out) if has_bias else None, n_out=n_out,
-            k_in=WIDTH, qkv_heads=HEADS, seq_len=TOKENS,
+            sl.launch, ln_out, empty(3 * WIDTH, WIDTH), empty(n_out) if has_bias else None, n_out, WIDTH,
+            qkv_heads=HEADS, seq_len=TOKENS,
         )  # fmt: skip
         yield f"qkv bias={has_bias}", sl.candidate_configs(dtype, True), call
 
@@ -102,18 +103,18 @@ def _attention_launches(dtype: torch.dtype, block_d: int):
     for bias_dtype in dict.fromkeys((dtype, torch.float32, None)):
         bias = None if bias_dtype is None else torch.empty(HEADS, TOKENS, TOKENS, dtype=bias_dtype)
         configs = att.candidate_configs(dtype, block_d, has_bias=bias is not None)
-        yield f"d'={d} bias={bias_dtype}", configs, partial(att.attention, q, k, v, scale=d**-0.5, bias=bias)
+        yield f"d'={d} bias={bias_dtype}", configs, partial(att.launch, q, k, v, d**-0.5, bias)
 
 
 def _layer_norm_launches(dtype: torch.dtype, block_d: int):
-    """(variant, candidate configs, host call) per residual/weight/bias combination; all three first."""
+    """(variant, candidate configs, host call) per weight/bias combination; both first."""
     ln = _module("layer_norm")
     d = LAYER_NORM_WIDTHS[block_d]
     x = torch.empty(BATCH * TOKENS, d, dtype=dtype)
-    for has_res, has_w, has_b in itertools.product((True, False), repeat=3):
+    for has_w, has_b in itertools.product((True, False), repeat=2):
         weight, bias = (torch.empty(d, dtype=dtype) if flag else None for flag in (has_w, has_b))
-        call = partial(ln.layer_norm, x, weight, bias, 1e-6, residual=torch.empty_like(x) if has_res else None)
-        yield f"d={d} res={has_res} w={has_w} b={has_b}", (ln.CONFIGS[block_d],), call
+        call = partial(ln.launch, x, weight, bias, 1e-6)
+        yield f"d={d} w={has_w} b={has_b}", (ln.CONFIGS[block_d],), call
 
 
 def _jobs(full: bool):

@@ -9,9 +9,12 @@ import math
 import pytest
 import torch
 
+from slimkern.backends.triton import TritonBackend
+
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 5e-3}
+# the ops' contract, with fp16 held tighter at these real shapes (its 10-bit mantissa keeps them well below it)
+TOLERANCE = {**TritonBackend.op_tolerances, torch.float16: 5e-3}
 DIM, HEADS, HIDDEN, BATCH = 1024, 16, 4096, 8
 
 
@@ -45,6 +48,7 @@ def test_attention_real_lengths(kept, tokens, dtype):
     from slimkern.backends.triton import attention
 
     q, k, v = torch.randn(3, 4, HEADS, tokens, kept, device="cuda").to(dtype).unbind(0)
-    out = attention(q, k, v, scale=kept**-0.5, out_layout="bhnd")
+    out = attention(q, k, v, scale=kept**-0.5)  # [B, N, d'*H], column j*H + h
     ref = torch.softmax(q.double() @ k.double().transpose(-1, -2) * kept**-0.5, dim=-1) @ v.double()
+    ref = ref.permute(0, 2, 3, 1).flatten(2)
     assert rel(out, ref) < TOLERANCE[dtype]

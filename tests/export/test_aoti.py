@@ -18,7 +18,7 @@ from PIL import Image
 import slimkern
 from slimkern.cli import main
 from slimkern.export import read_metadata
-from slimkern.export.metadata import file_sha256
+from slimkern.provenance import file_sha256
 from slimkern.zoo.eurosat_vit import WEIGHTS
 from tests.export.cases import CONSTANTS, FAMILIES, ODD_WIDTH, tiny
 from tests.helpers import rel_error

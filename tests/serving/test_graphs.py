@@ -24,6 +24,35 @@ def model():
     return tiny_model(device="cuda")
 
 
+#: Every backend's forward is captured alike: the kernels are custom ops, allocating through PyTorch.
+BACKENDS = {"torch": torch.float32, "triton": torch.float32, "cuda": torch.bfloat16}
+
+
+@pytest.fixture(scope="module", params=list(BACKENDS))
+def any_backend_model(request):
+    from slimkern.backends import list_backends
+
+    why = list_backends()[request.param] if torch.cuda.is_available() else "no CUDA GPU"
+    if why:
+        pytest.skip(f"{request.param}: {why}")
+    return tiny_model(device="cuda", dtype=BACKENDS[request.param], backend=request.param)
+
+
+@cuda
+@pytest.mark.parametrize("batch", [1, 3])
+def test_every_backend_replays_its_captured_graph(any_backend_model, batch):
+    model = any_backend_model
+    engine = Engine(model, buckets=(1, 4))
+    x = torch.randn(batch, 3, 224, 224, device="cuda").to(model.dtype)
+    for width in (1.0, 0.1):
+        choice = engine.choose(batch, width=width)
+        first = engine.execute(x, choice)
+        again = engine.execute(x, choice)
+        padded = torch.cat([x, x.new_zeros(engine.graphs.bucket_for(batch) - batch, *x.shape[1:])])
+        assert torch.equal(first, again) and torch.equal(first, model.run(padded, width)[:batch])
+    assert engine.graphs.captures == 2
+
+
 @cuda
 @pytest.mark.parametrize("batch", [1, 3, 8])
 def test_replay_equals_the_eager_forward(model, batch):

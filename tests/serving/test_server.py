@@ -3,11 +3,14 @@
 import asyncio
 import io
 import json
+import re
+import tempfile
 import threading
 
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -121,6 +124,65 @@ def test_normalize_flag_takes_raw_values(app, model):
     r = post(app, npy(raw.numpy()), NPY, params={"width": 0.5, "normalize": "true"})
     assert r.status_code == 200, r.text
     assert torch.equal(from_npy(r.content), model.run(model.normalize(raw), 0.5))
+
+
+def test_raw_input_with_band_names_goes_through_prepare(app, model):
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 3, 224, 224)).astype(np.float32)  # 8-bit, as B, G, R
+    r = post(app, npy(pixels[:, ::-1].copy()), NPY, params={"width": 0.5, "bands": "B02,B03,B04", "units": "DN"})
+    assert r.status_code == 200, r.text
+    want = model.run(model.prepare(pixels, bands=["R", "G", "B"], units="DN").x, 0.5)
+    assert torch.equal(from_npy(r.content), want)
+    provenance = json.loads(r.headers["x-slimkern-provenance"])
+    assert provenance["input"]["bands"] == ["R", "G", "B"] and provenance["input"]["given"] == ["B04", "B03", "B02"]
+    assert provenance["input"]["units"] == "DN" and provenance["width"] == 0.5 and provenance["model"] == model.cfg.name
+    body = json.dumps({"x": pixels[:1].tolist(), "width": 0.5, "bands": ["R", "G", "B"], "units": "DN"}).encode()
+    assert torch.allclose(torch.tensor(post(app, body, JS).json()["embeddings"]), want[:1], atol=1e-5)
+    st = post(app, st_save({"x": torch.from_numpy(pixels)}), ST, params={"width": 0.5, "bands": "R,G,B"})
+    assert json.loads(st_load_metadata(st.content)["provenance"])["input"]["units"] == "DN"
+
+
+def st_load_metadata(content: bytes) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".safetensors") as f:
+        f.write(content)
+        f.flush()
+        with safe_open(f.name, "pt") as st:
+            return st.metadata()
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"width": 0.5}, "every value is an integer in 0..255: 8-bit pixel values"),  # raw pixels sent as normalised
+    ({"width": 0.5, "units": "DN"}, "raw input needs bands= naming the bands of x in order"),
+    ({"width": 0.5, "bands": "B04,B03"}, "2 band names .* for 3 bands of raw"),
+    ({"width": 0.5, "bands": "R,G,NIR"}, r"missing B\). Given: R, G, NIR \(not recognised: NIR\)"),
+    ({"width": 0.5, "bands": "R,G,B", "normalize": "true"}, "give normalize=true .* or bands=/units= .*, not both"),
+])
+def test_raw_or_mislabelled_input_gets_422_with_the_models_message(app, params, match):
+    pixels = np.random.default_rng(1).integers(0, 256, (1, 3, 224, 224)).astype(np.float32)
+    r = post(app, npy(pixels), NPY, params=params)
+    assert r.status_code == 422, r.text
+    assert re.search(match, r.json()["detail"]), r.json()["detail"]
+
+
+def test_every_answer_carries_its_provenance(app, model):
+    r = post(app, npy(np.random.randn(1, 3, 224, 224).astype(np.float32)), NPY, params={"flops": 0.6},
+             headers={"accept": JS})
+    provenance = r.json()["provenance"]
+    assert provenance["checkpoint"] == {"name": "random weights", "sha256": None}
+    assert provenance["mode"] == "attn+ffn" and provenance["width"] == r.json()["width"]
+    assert provenance["input"]["prepared"] is False and provenance["input"]["bands"] == ["R", "G", "B"]
+    assert provenance["dtype"] == "float32" and provenance["backend"] == "torch"
+    assert provenance["versions"]["torch"] and provenance["versions"]["slimkern"]
+
+
+def test_server_check_mode_warn_lets_raw_looking_input_through(model):
+    app = create_app(Engine(model, widths=(1.0, 0.5), check="warn"))
+    try:
+        pixels = np.random.default_rng(1).integers(0, 256, (1, 3, 224, 224)).astype(np.float32)
+        with pytest.warns(UserWarning, match="8-bit pixel values"):
+            r = post(app, npy(pixels), NPY, params={"width": 0.5})
+    finally:
+        app.state.batcher.shutdown()
+    assert r.status_code == 200, r.text
 
 
 def test_normalize_flag_keeps_a_float64_model_in_float64():

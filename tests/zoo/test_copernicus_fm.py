@@ -184,8 +184,10 @@ def test_full_size_relative_compute():
 def test_bad_inputs(model, images):
     with pytest.raises(ValueError, match="got wavelengths but no bandwidths; pass both"):
         model.run(images, wavelengths=S2_NM)
+    with pytest.raises(ValueError, match=r"wavelengths 0.00044, .* um are outside 0.3-30 um: .* micrometres where"):
+        model.run(images, wavelengths=[w / 1000 for w in S2_NM], bandwidths=S2_BW_NM)  # run()'s input check
     with pytest.raises(ValueError, match=r"look like micrometres\); Copernicus-FM takes nanometres"):
-        model.run(images, wavelengths=[w / 1000 for w in S2_NM], bandwidths=S2_BW_NM)
+        model.run(images, wavelengths=[w / 1000 for w in S2_NM], bandwidths=S2_BW_NM, check="off")
     with pytest.raises(ValueError, match=r"bandwidths .* must lie in \[1, 1e\+09\] nm \(they look like micrometres"):
         model.run(images, wavelengths=S2_NM, bandwidths=[w / 1000 for w in S2_BW_NM])
     with pytest.raises(ValueError, match="got 3 wavelengths for 12 bands"):

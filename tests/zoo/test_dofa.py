@@ -246,10 +246,12 @@ def test_bad_inputs(v1, images):
         v1.run(image_like(1, 13))
     with pytest.raises(ValueError, match="got 3 wavelengths for 12 bands"):
         v1.run(images, wavelengths=[0.665, 0.56, 0.49])
+    with pytest.raises(ValueError, match="wavelengths 440, 490, .* um are outside 0.3-30 um: nanometres where"):
+        v1.run(images, wavelengths=[w * 1000 for w in S2_UM])  # run()'s input check
     with pytest.raises(ValueError, match="look like nanometres; DOFA takes micrometres"):
-        v1.run(images, wavelengths=[w * 1000 for w in S2_UM])
+        v1.run(images, wavelengths=[w * 1000 for w in S2_UM], check="off")
     with pytest.raises(ValueError, match="must be positive"):
-        v1.run(images, wavelengths=[-w for w in S2_UM])
+        v1.run(images, wavelengths=[-w for w in S2_UM], check="off")
     with pytest.raises(ValueError, match="must be finite"):
         v1.run(images, wavelengths=S2_UM[:-1] + [float("nan")])
     with pytest.raises(TypeError, match="wavelengths must be a list of numbers"):

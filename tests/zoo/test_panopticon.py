@@ -168,8 +168,10 @@ def test_bad_inputs(model):
         model.run(x)
     with pytest.raises(ValueError, match="got 3 wavelengths for 4 bands"):
         model.run(x, wavelengths=WAVES[:3])
+    with pytest.raises(ValueError, match="wavelengths 664.6, 559.8 um are outside 0.3-30 um: nanometres where"):
+        model.run(x, wavelengths=[664.6, 559.8, "VV", "VH"])  # run()'s input check
     with pytest.raises(ValueError, match="look like nanometres; Panopticon takes micrometres"):
-        model.run(x, wavelengths=[664.6, 559.8, "VV", "VH"])
+        model.run(x, wavelengths=[664.6, 559.8, "VV", "VH"], check="off")
     with pytest.raises(ValueError, match="unknown SAR band 'VVH'; expected one of VV, VH, HH, HV, VV_asc"):
         model.run(x, wavelengths=[0.66, 0.56, "VVH", "VH"])
     with pytest.raises(ValueError, match="optical wavelengths must be positive micrometres"):

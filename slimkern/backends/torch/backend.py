@@ -1,10 +1,10 @@
 """The ``torch`` backend: plain PyTorch ops on prefix views of the stored weights.
 
-Because the weights are stored in the width-prefix layout (:mod:`slimkern.layout`), every
-slimmed weight is a view: qkv, the cross-attention q/k/v and fc1 are row prefixes (contiguous), the
-out-projections and fc2 are column prefixes that BLAS reads with the full leading dimension (KERNELS.md
-section 1). No weight is copied at any width. Activations are re-laid out where attention needs it. An
-additive attention bias goes to ``scaled_dot_product_attention`` as its float ``attn_mask``.
+Because the weights are stored in the width-prefix layout (:mod:`slimkern.layout`), every slimmed weight is a
+view: qkv, the cross-attention q/k/v and fc1 are row prefixes (contiguous), the out-projections and fc2 are column
+prefixes that BLAS reads with the full leading dimension. No weight is copied at any width. Activations are
+re-laid out where attention needs it. An additive attention bias goes to ``scaled_dot_product_attention`` as its
+float ``attn_mask``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..blocks import Block
-from ..plan import BlockPlan
-from . import Backend, register_backend
+from ...blocks import Block
+from ...plan import BlockPlan
+from ..base import Backend
 
 
 class TorchBackend(Backend):
@@ -84,5 +84,3 @@ def _out_projection(o: torch.Tensor, proj, plan: BlockPlan) -> torch.Tensor:
     o = o.permute(0, 2, 3, 1).reshape(batch, tokens, plan.attn_width)
     return F.linear(o, proj.weight[:, : plan.attn_width], proj.bias)
 
-
-register_backend(TorchBackend())

@@ -3,7 +3,10 @@
 Slimming keeps the first d' dims of every head, so d' is often not a power of two (1, 6, 21, ...). The kernel pads
 the head dim to a power of two >= 16 inside registers with masked loads; q, k, v are read in place through their
 strides (views of the qkv GEMM's ``[3, B, H, N, d']`` output) and are never padded or copied in memory. The
-output can be written straight in the ``[B, N, d'*H]`` (column ``j*H + h``) layout the out-projection reads.
+output is written straight in the ``[B, N, d'*H]`` (column ``j*H + h``) layout the out-projection reads.
+
+:func:`launch` is the ``slimkern::triton_attention`` op's implementation; the checked entry point is
+:func:`slimkern.backends.triton.attention`.
 """
 
 from __future__ import annotations
@@ -14,10 +17,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..op_checks import check_attention, check_lead
-from .sliced_linear import ROW_ALIGN, dot_precision
+from ..custom_ops import attention_output
+from .sliced_linear_kernel import dot_precision
 
-_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _LOG2E = tl.constexpr(1.4426950408889634)
 MAX_HEAD_DIM = 256
 
@@ -155,74 +157,28 @@ def _pick_config(
     return configs[-1]
 
 
-def attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    scale: float,
-    bias: torch.Tensor | None = None,
-    out_layout: str = "bnjh",
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``O = softmax(Q K^T * scale + bias) V`` per (batch, head), fp32 online softmax.
-
-    Args:
-        q: ``[B, H, Nq, d']``; k, v: ``[B, H, Nk, d']``. fp32/bf16/fp16 (one dtype), any strides with last-dim
-            stride 1, ``1 <= d' <= 256``. ``Nq != Nk`` (cross attention) is allowed.
-        scale: logit scale, usually ``d'**-0.5`` (slimming uses the reduced head dim).
-        bias: optional additive logits bias ``[H, Nq, Nk]`` (fp32 or the dtype of q, any strides), broadcast over B.
-            Entries must be finite: mask with a large negative value, not ``-inf``.
-        out_layout: ``"bnjh"`` -> ``[B, Nq, d'*H]`` with column ``j*H + h`` (the out-projection's input layout);
-            ``"bhnd"`` -> ``[B, H, Nq, d']``.
-        out: optional preallocated output of that shape and the dtype of q, last-dim stride 1.
-
-    Returns:
-        The attention output in the dtype of q. Scores, softmax statistics and the P @ V accumulation are fp32.
-        A new ``"bnjh"`` output has its row stride padded to a multiple of 16 elements (``.view(B * Nq, -1)``
-        still works), so the out-projection GEMM reads it aligned.
-
-    Raises:
-        TypeError: non-tensor inputs, non-real scale, unsupported or mixed dtypes.
-        ValueError: bad shapes, strides, devices, head dim or layout.
-
-    Equivalent PyTorch::
-
-        o = torch.softmax(q @ k.transpose(-1, -2) * scale + bias, dim=-1) @ v         # [B, H, Nq, d']
-        o = o.permute(0, 2, 3, 1).reshape(B, Nq, d' * H) if out_layout == "bnjh" else o
-    """
-    op = "attention"
-    check_lead(op, "q", q, _DTYPES, "Triton")
-    out_shape = check_attention(op, q, k, v, scale=scale, bias=bias, out_layout=out_layout, out=out,
-                                max_head_dim=MAX_HEAD_DIM)
-    dtype, device = q.dtype, q.device
+def launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+           bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Allocate the ``[B, Nq, d'*H]`` output (:func:`~slimkern.backends.custom_ops.attention_output`) and run the
+    kernel on arguments already checked (the schema of ``slimkern::triton_attention``)."""
+    out = attention_output(q)
     batch, heads, n_q, d = q.shape
-    n_k = k.shape[2]
-    block_d = padded_head_dim(d)
-    if out is None and out_layout == "bnjh":
-        row = triton.cdiv(d * heads, ROW_ALIGN) * ROW_ALIGN  # aligned rows for the out-projection GEMM
-        out = torch.empty((batch, n_q, row), dtype=dtype, device=device)[:, :, : d * heads]
-    elif out is None:
-        out = torch.empty(out_shape, dtype=dtype, device=device)
     if batch * heads * n_q == 0:
         return out
-    if out_layout == "bnjh":  # element (b, n, j, h) at column j*H + h
-        o_strides = (out.stride(0), out.stride(2), out.stride(1), out.stride(2) * heads)
-    else:
-        o_strides = (out.stride(0), out.stride(1), out.stride(2), out.stride(3))
+    o_strides = (out.stride(0), out.stride(2), out.stride(1), out.stride(2) * heads)  # (b, n, j, h) at col j*H + h
     b_strides = (0, 0, 0) if bias is None else bias.stride()
-
-    cfg = _pick_config(n_q, batch * heads, block_d, dtype, bias is not None, device)
+    block_d = padded_head_dim(d)
+    cfg = _pick_config(n_q, batch * heads, block_d, q.dtype, bias is not None, q.device)
     grid = (triton.cdiv(n_q, cfg.block_m), batch * heads)
     _attention_kernel[grid](
         q, k, v, out if bias is None else bias, out,
-        heads, n_q, n_k, d, float(scale) * _LOG2E.value,
+        heads, n_q, k.shape[2], d, float(scale) * _LOG2E.value,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
         *b_strides, *o_strides,
-        HAS_BIAS=bias is not None, UPCAST=device.type == "cpu",
-        DOT_PRECISION=dot_precision(dtype),
+        HAS_BIAS=bias is not None, UPCAST=q.device.type == "cpu",
+        DOT_PRECISION=dot_precision(q.dtype),
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
