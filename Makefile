@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[dev,compare,cuda,serve,ray,analysis,train,scene]"
+	$(BIN)/pip install --quiet -e ".[dev,compare,cuda,serve,ray,analysis,train,scene,export]"
 	touch $@
 
 demo: setup

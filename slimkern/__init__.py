@@ -17,8 +17,12 @@ def __getattr__(name: str):
         from .scene import embed_scene
 
         return embed_scene
+    if name == "export":  # slimkern.export(model, width, path): the package is callable; imported on first use
+        import importlib
+
+        return importlib.import_module(".export", __name__)
     raise AttributeError(f"module 'slimkern' has no attribute {name!r}")
 
 
-__all__ = ["PAPER_WIDTHS", "Engine", "InputSpec", "Prepared", "SlimModel", "SlimPlan", "ValidationReport",
+__all__ = ["PAPER_WIDTHS", "Engine", "InputSpec", "Prepared", "SlimModel", "SlimPlan", "ValidationReport", "export",
            "list_backends", "list_models", "load", "__version__"]

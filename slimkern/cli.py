@@ -1,5 +1,5 @@
 """The ``slimkern`` command: ``list``, ``info NAME``, ``flops NAME --widths ...``, ``doctor``, ``demo``,
-``serve NAME``, ``sweep [NAME]``, ``plot DIR...``, ``train NAME`` and ``embed NAME SCENE...``."""
+``serve NAME``, ``sweep [NAME]``, ``plot DIR...``, ``train NAME``, ``embed NAME SCENE...`` and ``export NAME``."""
 
 from __future__ import annotations
 
@@ -225,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="embed whole scenes (GeoTIFF/COG/JP2) at a width into a COG or GeoParquet")
     embed.add_arguments(p)
     p.set_defaults(func=embed.run)
+    from .export import command as export  # onnx and onnxruntime are imported only when `export` runs
+
+    p = sub.add_parser("export", help="one width as a dense, verified artefact: torch.export (pt2), ONNX or "
+                       "AOTInductor (aoti)")
+    export.add_arguments(p)
+    p.set_defaults(func=export.run)
     return parser
 
 

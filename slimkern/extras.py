@@ -13,6 +13,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "geobench": ("geobench",),
     "train": ("lightning",),
     "scene": ("rasterio", "pyarrow", "shapely", "pyproj"),
+    "export": ("onnx", "onnxscript", "onnxruntime"),
 }
 
 

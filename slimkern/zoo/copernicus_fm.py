@@ -54,10 +54,24 @@ _COORD, _AREA, _TIME = (0.0001, 720.0), (0.001, 5.1e8), (1.0, 365.25)
 _RADAR_NM = 1e6  # 1 mm: longer waves are radar (Copernicus-Bench's Sentinel-1 configs use 5e7 nm)
 
 
+def fourier_frequencies(lower: float, upper: float, count: int) -> list[float]:
+    """``2π / w_j`` for ``w_j = torch.logspace(log10(lower), log10(upper), count)`` in float64, bit for bit (the same
+    two-sided linspace, then ``reciprocal * 2π`` as torch's ``2π / tensor``), as Python floats. A traced graph then
+    holds them as one exact constant: the ONNX exporter rounds both the logspace and the scalar 2π to float32, which
+    moves the 1e-4-period coordinate features by whole turns."""
+    start, end = math.log10(lower), math.log10(upper)
+    if count == 1:
+        exponents = [start]
+    else:
+        step = (end - start) / (count - 1)
+        exponents = [start + i * step if i < count // 2 else end - (count - 1 - i) * step for i in range(count)]
+    return [(1.0 / 10.0**e) * (2 * math.pi) for e in exponents]
+
+
 def fourier_expansion(x: torch.Tensor, lower: float, upper: float, dim: int) -> torch.Tensor:
     """Aurora's ``FourierExpansion`` in float64: ``[..., dim]`` = sin | cos of ``2πx / w_j``, ``w_j`` log-spaced."""
-    wavelengths = torch.logspace(math.log10(lower), math.log10(upper), dim // 2, base=10, dtype=torch.float64)
-    angles = x.to(torch.float64)[..., None] * (2 * math.pi / wavelengths)
+    frequencies = torch.tensor(fourier_frequencies(lower, upper, dim // 2), dtype=torch.float64)
+    angles = x.to(torch.float64)[..., None] * frequencies
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
@@ -149,6 +163,8 @@ class CopernicusFM(SlimModel):
         if not metadata.is_floating_point():
             raise TypeError(f"{name}: metadata must be floating point (NaN marks unknown values), got {metadata.dtype}")
         meta = metadata.detach().to("cpu", torch.float32)
+        if torch.compiler.is_compiling():  # a traced graph cannot branch on the values
+            return meta
         if bool(torch.isinf(meta).any()):
             raise ValueError(f"{name}: metadata contains Inf; use NaN for unknown values")
         lon, lat, _, area = meta.unbind(1)

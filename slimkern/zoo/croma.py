@@ -247,7 +247,9 @@ class CROMA(SlimModel):
 
     def attention_bias(self, height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
         p = self.cfg.arch.patch_size
-        return alibi_2d(self.cfg.arch.num_heads, height // p, width // p, self.device, dtype)
+        # while tracing, the cache would keep a fake tensor for later eager calls: build it in the graph instead
+        build = alibi_2d.__wrapped__ if torch.compiler.is_compiling() else alibi_2d
+        return build(self.cfg.arch.num_heads, height // p, width // p, self.device, dtype)
 
     def encode(self, x: torch.Tensor, width: float, mode: str, output: str, blocks: Backend, **inputs
                ) -> torch.Tensor:

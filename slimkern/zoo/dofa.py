@@ -88,9 +88,18 @@ class KernelCache:
         self.size = size
         self._entries: OrderedDict = OrderedDict()
         self._stamp: tuple = ()
+        self.frozen = False
+
+    def freeze(self) -> None:
+        """Serve the present entries also while tracing, where parameters are fake tensors that cannot be stamped:
+        for a model copy whose weights never change again (``slimkern.export``'s dense copy), so that its kernels
+        enter the traced graph as constants."""
+        self.frozen = True
 
     def get(self, key: tuple, params: Iterable[torch.Tensor], make: Callable[[], tuple[torch.Tensor, ...]]
             ) -> tuple[torch.Tensor, ...]:
+        if torch.compiler.is_compiling():  # tracing: no storage to stamp, only a frozen entry is known valid
+            return self._entries[key] if self.frozen and key in self._entries else make()
         stamp = tuple((p.data_ptr(), p._version) for p in params)
         if stamp != self._stamp:
             self._entries.clear()

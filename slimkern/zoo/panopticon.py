@@ -40,6 +40,7 @@ from ..model import SlimModel
 from ..registry import ModelCfg, register_model
 from ..spec import InputSpec, Source, cite
 from .dinov2 import DINOV2_CHECKPOINT, DinoV2Arch, interpolate_pos_embed, pos_resize_choice
+from .dofa import KernelCache
 from .stem import patch_embed
 
 #: SAR polarisations in Panopticon's id order (transmit, receive).
@@ -115,6 +116,9 @@ class Panopticon(SlimModel):
         self.patch_embed = nn.Module()
         self.patch_embed.conv3d, self.patch_embed.chnfus = conv3d, chnfus
         self.patch_embed.proj = _holder(weight=_param(arch.dim, a), bias=_param(arch.dim))
+        # channel embeddings per band set: a Python loop per band, and float32 sin-cos that other runtimes
+        # (onnxruntime) compute ~1e-5 apart at these angles, so an export bakes them as constants
+        self.kernel_cache = KernelCache()
 
     # -- inputs ------------------------------------------------------------------------------------
     def channel_ids(self, wavelengths, bands: int) -> tuple[float, ...]:
@@ -200,7 +204,9 @@ class Panopticon(SlimModel):
     def embed(self, x: torch.Tensor, wavelengths=None) -> torch.Tensor:
         arch, dtype = self.cfg.arch, x.dtype
         batch, bands, height, width = x.shape
-        chn_embed = self.channel_embedding(self.channel_ids(wavelengths, bands), dtype)
+        ids = self.channel_ids(wavelengths, bands)
+        (chn_embed,) = self.kernel_cache.get((ids, dtype), self.patch_embed.chnfus.chnemb.parameters(),
+                                             lambda: (self.channel_embedding(ids, dtype),))
         pe = self.patch_embed
         a, p, heads = arch.attn_dim, arch.patch_size, arch.channel_heads
         conv = pe.conv3d.conv3d

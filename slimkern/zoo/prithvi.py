@@ -209,7 +209,8 @@ class PrithviTL(Prithvi):
             f"[B, T, 2] = (year, day of year) per frame, T = {frames} for x of shape {tuple(x.shape)}")
         where = None if location_coords is None else self._coords(
             "location_coords", location_coords, (2,), batch, "[B, 2] = (latitude, longitude) in degrees")
-        self._check_ranges(time, where)
+        if not torch.compiler.is_compiling():  # a traced graph cannot branch on the values
+            self._check_ranges(time, where)
         half = self.dim // 2
         if time is not None:
             per_frame = torch.cat([sincos_1d(half, time[..., 0]), sincos_1d(self.dim - half, time[..., 1])], dim=1)
@@ -242,7 +243,7 @@ class PrithviTL(Prithvi):
             batches = f"B = {batch} or 1" if batch > 1 else "B = 1"
             raise ValueError(f"{self.cfg.name}: {name} must be {expected}, with {batches}; "
                              f"got shape {tuple(coords.shape)}")
-        if not bool(torch.isfinite(coords).all()):
+        if not torch.compiler.is_compiling() and not bool(torch.isfinite(coords).all()):
             raise ValueError(f"{self.cfg.name}: {name} contains NaN or Inf values")
         return coords
 

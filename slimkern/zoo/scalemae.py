@@ -54,6 +54,9 @@ class ScaleMAE(ViT):
             values = res.detach().to(device="cpu", dtype=torch.float64).reshape(-1).expand(batch)
         else:
             values = torch.full((batch,), float(res), dtype=torch.float64)
+        # value checks read the tensor, which a traced graph (torch.export / torch.compile) cannot branch on
+        if torch.compiler.is_compiling():
+            return values
         if not bool(torch.isfinite(values).all()) or bool((values <= 0).any()):
             raise ValueError(f"{name}: res must be finite and > 0 (the GSD ratio, 1.0 = the reference "
                              f"resolution), got {res}")
