@@ -129,6 +129,12 @@ class FixedWidth(nn.Module):
         return self.model.encode(x, self.width, "attn+ffn", "pooled", self.model.backend)
 
 
+def assert_same_up_to_stem_rounding(traced: torch.Tensor, eager: torch.Tensor) -> None:
+    """Eager CPU runs the stem's GEMM through oneDNN's fused op, which is never traced (the traced graph has the
+    plain F.linear): same math, another summation order, so float32 rounding apart; the kernels are the same ops."""
+    torch.testing.assert_close(traced, eager, rtol=1e-5, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def triton_model():
     # 64 px / patch 16 -> 17 tokens, head dim 32 -> d_k' = 16 at width 0.5
@@ -143,7 +149,7 @@ def test_torch_compile_traces_the_triton_backend_without_graph_breaks(triton_mod
     with torch.no_grad():
         expected = triton_model.run(x, 0.5)
         compiled = torch.compile(FixedWidth(triton_model, 0.5), fullgraph=True, backend="aot_eager")
-        assert torch.equal(compiled(x), expected)
+        assert_same_up_to_stem_rounding(compiled(x), expected)
 
 
 def test_torch_export_of_a_fixed_width_forward(triton_model):
@@ -152,4 +158,4 @@ def test_torch_export_of_a_fixed_width_forward(triton_model):
         program = torch.export.export(FixedWidth(triton_model, 0.5), (x,))
         ops = {str(node.target) for node in program.graph.nodes if "slimkern" in str(node.target)}
         assert ops == {f"slimkern.triton_{op}.default" for op in CASES}
-        assert torch.equal(program.module()(x), triton_model.run(x, 0.5))
+        assert_same_up_to_stem_rounding(program.module()(x), triton_model.run(x, 0.5))
