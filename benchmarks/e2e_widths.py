@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -38,6 +37,7 @@ import torch
 
 import slimkern
 from benchmarks.dense_baseline import dense_forward, materialise, onnxruntime_session
+from benchmarks.report import save
 from slimkern.backends import select_backend
 from slimkern.zoo.vit import to_timm
 
@@ -219,19 +219,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--markdown", default=None)
     args = parser.parse_args(argv)
 
-    def save(result: dict) -> None:
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(result, f, indent=2)
-        if args.markdown:
-            with open(args.markdown, "w") as f:
-                f.write(markdown(result))
+    def save_partial(result: dict) -> None:
+        save(result, markdown(result), args.json, args.markdown)
 
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run(args.model, [int(b) for b in args.batches.split(",")], [float(w) for w in args.widths.split(",")],
-                 args.backends.split(","), args.device, getattr(torch, args.dtype), args.repeats, args.compile, save,
-                 onnxruntime=args.onnxruntime)
+                 args.backends.split(","), args.device, getattr(torch, args.dtype), args.repeats, args.compile,
+                 save_partial, onnxruntime=args.onnxruntime)
     print(markdown(result))
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
 import statistics
 import subprocess
 import sys
 import time
+
+from benchmarks.report import save
 
 COMMANDS = {
     "import torch": "import torch",
@@ -64,12 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--markdown", default=None)
     args = parser.parse_args(argv)
     result = measure(args.rounds)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(markdown(result))
+    save(result, markdown(result), args.json, args.markdown)
     print(markdown(result))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import warnings
 
@@ -20,6 +19,7 @@ import torch
 
 import slimkern
 from benchmarks.e2e_widths import interleaved_median_ms, machine
+from benchmarks.report import save
 from slimkern.input_check import check_input
 
 # (model, architecture overrides): a ViT-L at 224 px (the README's reference), a 4-frame HLS ViT-L, a ViT-S on 13
@@ -74,13 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     result = {"machine": machine("cpu"), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "date": datetime.date.today().isoformat(), "batch": args.batch, "load": [load, os.getloadavg()[0]],
               "rows": rows}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
     text = markdown(result)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text)
+    save(result, text, args.json, args.markdown)
     print(text)
 
 
