@@ -93,12 +93,10 @@ def markdown(result: dict) -> str:
                   if result["checkpoint_bytes"] else "")
     lines = [f"# {result['model']} exports vs run(), {result['machine']}, {result['cpu_threads']} threads, "
              f"torch {result['torch']}, {result['date']}", "",
-             f"Latency in ms, minimum / median of {result['repeats']} interleaved rounds. The machine (2 cores) was "
-             f"shared with other engineers' jobs throughout (1-minute load average {result['load_average_start']:.1f} "
-             f"at the start, {result.get('load_average_end', float('nan')):.1f} at the end), so medians carry their "
-             "load; the minimum is each "
-             "runtime's least disturbed call, and the ratios (minimum over run()'s minimum, same rounds) are what to "
-             "read.", ""]
+             f"Latency in ms, minimum / median of {result['repeats']} interleaved rounds; 1-minute load average "
+             f"{result['load_average_start']:.1f} at the start, {result.get('load_average_end', float('nan')):.1f} at "
+             "the end (on a busy machine medians carry its load). The minimum is each runtime's least disturbed call, "
+             "and the ratios (minimum over run()'s minimum, same rounds) are what to read.", ""]
     cols = ["width", "plan", "rel FLOPs", "batch", "run()", *fmts, *[f"{f} / run" for f in fmts]]
     lines += ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     for r in result["rows"]:
