@@ -65,9 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return _export(args)
-    except (ImportError, OSError, ExportError) as err:  # a missing extra, an unwritable path, a failed step: one line
-        hint = " (slimkern.export(...) in Python shows the cause)" if isinstance(err, ExportError) else ""
-        print(f"slimkern export: error: {err}{hint}", file=sys.stderr)
+    except ExportError as err:  # a failed step: one line (a missing extra or a bad path: slimkern.cli's exit codes)
+        print(f"slimkern export: error: {err} (slimkern.export(...) in Python shows the cause)", file=sys.stderr)
         return 2
 
 

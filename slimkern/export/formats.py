@@ -15,7 +15,6 @@ format        file                                             runtime (verifica
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from collections.abc import Callable
 import torch
 
 from ..extras import MissingExtra
+from ..extras import require as require_extra
 
 FORMATS = ("pt2", "onnx", "aoti")
 SUFFIXES = {"pt2": ".pt2", "onnx": ".onnx", "aoti": ".pt2"}
@@ -50,9 +50,7 @@ MissingExtraError = MissingExtra
 def require(format: str) -> None:
     """Raise :class:`MissingExtraError` (one line naming the extra) if ``format``'s libraries are missing, or a clear
     error if an aoti export finds no C++ compiler (AOTInductor compiles the model to a shared library)."""
-    missing = [m for m in NEEDS[format] if importlib.util.find_spec(m) is None]
-    if missing:
-        raise MissingExtraError(f"{format} export needs {', '.join(missing)}: pip install \"slimkern[export]\"")
+    require_extra("export", f"{format} export", NEEDS[format])
     if format == "aoti" and not (os.environ.get("CXX") or shutil.which("g++")):
         raise FileNotFoundError("aoti export compiles C++ but found no compiler (g++ or $CXX); install one "
                                 "(apt-get install g++) or export pt2 / onnx")
